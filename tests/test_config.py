@@ -76,3 +76,15 @@ def test_parse_override():
     assert parse_override("a.b.c=1.5") == {"a": {"b": {"c": 1.5}}}
     with pytest.raises(ConfigError):
         parse_override("novalue")
+
+
+@dataclass(frozen=True)
+class Fixed:
+    size: tuple[int, float] = (1, 2.0)
+
+
+def test_fixed_length_tuple():
+    cfg = load_config(Fixed, [], ["size=[3, 4]"])
+    assert cfg.size == (3, 4.0) and isinstance(cfg.size[1], float)
+    with pytest.raises(ConfigError, match="expected 2 values"):
+        load_config(Fixed, [], ["size=[1, 2, 3]"])

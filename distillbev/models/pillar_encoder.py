@@ -1,0 +1,95 @@
+"""PillarFeatureNet: one PFN layer turning the points of each pillar into one vector (architectures §3.2).
+
+Per point the network sees its raw features (x, y, z, intensity, time lag [, MVP channels]), its offset
+from the mean xyz of the points in its pillar (3) and the x, y offset from the pillar centre (2); then
+Linear (no bias) + BatchNorm1d (eps 1e-3, momentum 0.01, statistics over the points of the whole batch)
++ ReLU, and the max over the pillar's points.
+
+Two variants with the same weights:
+- dynamic (the released teacher): no caps, the max is a ``scatter_reduce_("amax")`` straight into a
+  zero canvas (valid because post-ReLU features are >= 0, so the zero of an empty cell never wins over
+  a real point), which makes the pillar scatter implicit (§12.1);
+- hard (PointPillars): capped pillars from ``hard_voxelize``, reduced per pillar, then
+  ``pillar_scatter``. Unlike mmdet3d, padding slots are excluded from the BN statistics and from the
+  max, so both variants give the same canvas when no cap is hit.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from distillbev.ops.pillar_scatter import pillar_scatter
+from distillbev.ops.voxelize import DynamicPillars, HardPillars, PillarGrid, scatter_mean
+
+#: Extra per-point inputs added by the PFN: offset to the pillar's mean xyz (3) + to its centre xy (2).
+PFN_EXTRA_FEATURES = 5
+
+
+class PillarFeatureNet(nn.Module):
+    """Points of a pillar -> one ``out_channels`` vector, written to the ``(B, C, H, W)`` canvas."""
+
+    def __init__(self, in_channels: int, out_channels: int, grid: PillarGrid) -> None:
+        super().__init__()
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.grid = grid
+        self.linear = nn.Linear(in_channels + PFN_EXTRA_FEATURES, out_channels, bias=False)
+        self.norm = nn.BatchNorm1d(out_channels, eps=1e-3, momentum=0.01)
+
+    def point_features(
+        self, points: torch.Tensor, pillar_mean: torch.Tensor, iy: torch.Tensor, ix: torch.Tensor
+    ) -> torch.Tensor:
+        """The PFN input ``(N, in_channels + 5)`` of points ``(N, in_channels)`` with their pillar's mean
+        xyz ``(N, 3)`` and pillar indices ``iy, ix`` ``(N,)``."""
+        centre = self.grid.pillar_centers(iy, ix).to(points.dtype)  # (N, 2)
+        return torch.cat([points, points[:, :3] - pillar_mean, points[:, :2] - centre], 1)
+
+    def encode_points(self, features: torch.Tensor) -> torch.Tensor:
+        """Linear + BN + ReLU on per-point inputs ``(N, in_channels + 5)`` -> ``(N, out_channels)`` >= 0."""
+        return torch.relu(self.norm(self.linear(features)))
+
+    def _check(self, points: torch.Tensor) -> None:
+        if points.shape[-1] != self.in_channels:
+            raise ValueError(
+                f"PillarFeatureNet expects {self.in_channels} point features, got {points.shape[-1]}"
+            )
+
+    def forward_dynamic(self, pillars: DynamicPillars) -> torch.Tensor:
+        """Uncapped pillars -> canvas ``(B, C, H, W)`` by a scatter-max over cell ids."""
+        self._check(pillars.points)
+        h, w = self.grid.height, self.grid.width
+        n_cells = pillars.batch_size * h * w
+        pts, cell = pillars.points, pillars.cell
+        if len(pts) == 0:
+            return pts.new_zeros((pillars.batch_size, self.out_channels, h, w))
+        mean = scatter_mean(pts[:, :3], cell, n_cells)[cell]  # (N, 3)
+        x = self.encode_points(self.point_features(pts, mean, pillars.coords[:, 1], pillars.coords[:, 2]))
+        canvas = x.new_zeros((n_cells, self.out_channels))
+        canvas = canvas.scatter_reduce(0, cell[:, None].expand_as(x), x, "amax", include_self=True)
+        return canvas.view(pillars.batch_size, h, w, -1).permute(0, 3, 1, 2).contiguous()  # (B, C, H, W)
+
+    def forward_hard(self, pillars: HardPillars) -> torch.Tensor:
+        """Capped pillars -> per-pillar max -> canvas ``(B, C, H, W)``."""
+        p, m, _ = pillars.voxels.shape
+        self._check(pillars.voxels)
+        valid = torch.arange(m, device=pillars.voxels.device)[None] < pillars.num_points[:, None]  # (P, M)
+        pts = pillars.voxels[valid]  # (N, C) real points, pillar by pillar
+        pillar = valid.nonzero()[:, 0]  # (N,) pillar of each point
+        if len(pts) == 0:
+            feats = pts.new_zeros((p, self.out_channels))
+        else:
+            mean = scatter_mean(pts[:, :3], pillar, p)[pillar]  # (N, 3)
+            coords = pillars.coords[pillar]  # (N, 3)
+            x = self.encode_points(self.point_features(pts, mean, coords[:, 1], coords[:, 2]))  # (N, C)
+            feats = x.new_zeros((p, self.out_channels))
+            feats = feats.scatter_reduce(
+                0, pillar[:, None].expand_as(x), x, "amax", include_self=True
+            )  # (P, C)
+        return pillar_scatter(feats, pillars.coords, pillars.batch_size, self.grid.height, self.grid.width)
+
+    def forward(self, pillars: DynamicPillars | HardPillars) -> torch.Tensor:
+        """Canvas ``(B, out_channels, H, W)`` from dynamic or hard pillars."""
+        if isinstance(pillars, HardPillars):
+            return self.forward_hard(pillars)
+        return self.forward_dynamic(pillars)
