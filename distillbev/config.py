@@ -151,24 +151,48 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
+def _check_layer(cls: type, data: dict[str, Any], where: str) -> None:
+    """Check the keys and leaf types of one layer without constructing (cross-field checks run once,
+    on the fully merged config)."""
+    hints = typing.get_type_hints(cls)
+    fields = {f.name for f in dataclasses.fields(cls) if f.init}
+    for key, value in data.items():
+        if key not in fields:
+            raise ConfigError(f"{where}: unknown key {key!r}{_closest(key, list(fields))}")
+        tp, path = hints[key], f"{where}.{key}" if where else key
+        if dataclasses.is_dataclass(tp) and isinstance(value, dict):
+            _check_layer(tp, value, path)
+        elif not dataclasses.is_dataclass(tp):
+            _coerce(value, tp, path)
+
+
 def load_config(
-    cls: type[T], files: list[str | Path] | tuple = (), overrides: list[str] | tuple = (), base: T | None = None
+    cls: type[T],
+    files: list[str | Path] | tuple = (),
+    overrides: list[str] | tuple = (),
+    base: T | None = None,
 ) -> T:
     """Build ``cls`` from ``base`` (or its defaults), the YAML ``files`` in order, then ``overrides``."""
-    data: dict[str, Any] = to_dict(base) if base is not None else {}
-    cfg = _build(cls, data, "")
+    data: dict[str, Any] = to_dict(base) if base is not None else to_dict(_build(cls, {}, ""))
     for f in files:
         layer = read_yaml(f)
         try:
-            cfg = _build(cls, _merge(to_dict(cfg), layer), "")
+            _check_layer(cls, layer, "")
         except ConfigError as e:
             raise ConfigError(f"{f}: {e}") from None
+        data = _merge(data, layer)
     for o in overrides:
+        layer = parse_override(o)
         try:
-            cfg = _build(cls, _merge(to_dict(cfg), parse_override(o)), "")
+            _check_layer(cls, layer, "")
         except ConfigError as e:
             raise ConfigError(f"--set {o}: {e}") from None
-    return cfg
+        data = _merge(data, layer)
+    sources = ", ".join([str(f) for f in files] + [f"--set {o}" for o in overrides]) or "defaults"
+    try:
+        return _build(cls, data, "")
+    except ConfigError as e:
+        raise ConfigError(f"{e} (from {sources})") from None
 
 
 def config_from_dict(cls: type[T], data: dict[str, Any], source: str = "") -> T:
