@@ -1,0 +1,49 @@
+"""How samples are read and augmented (``RunConfig.data.reader``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class ImageAugConfig:
+    """Per-camera image augmentation (BEVDet style), folded into post_rot / post_tran."""
+
+    final_size: tuple[int, int] = (64, 176)  # network input (H, W); full scale (256, 704)
+    resize_jitter: tuple[float, float] = (-0.06, 0.11)  # added to the base resize (train)
+    test_resize_offset: float = 0.0  # added to the base resize at test time
+    flip: bool = True  # random horizontal flip (p = 0.5, train)
+    rotate_deg: float = 5.4  # rotation drawn from U(-r, r) degrees (train)
+
+
+@dataclass(frozen=True)
+class BEVAugConfig:
+    """Global BEV augmentation applied to points, boxes and camera extrinsics together."""
+
+    rotate: float = 0.3925  # rad, U(-r, r)
+    scale: tuple[float, float] = (0.95, 1.05)
+    flip_x: bool = True  # p = 0.5 each
+    flip_y: bool = True
+
+
+@dataclass(frozen=True)
+class ReaderConfig:
+    """What each sample holds."""
+
+    num_sweeps: int = 2  # previous LiDAR sweeps merged into the key frame (full scale: 9)
+    point_range: tuple[float, ...] = (-51.2, -51.2, -5.0, 51.2, 51.2, 3.0)  # x, y, z min then max (m)
+    remove_close: float = 1.0  # drop points within this radius of the sensor (m)
+    drop_empty_boxes: bool = True  # drop GT boxes with no LiDAR/radar point (the devkit ignores them too)
+    load_images: bool = True  # teachers need no images
+    load_prev: bool = True  # the previous key frame's images (temporal students)
+    image_aug: bool = True  # train-time image augmentation
+    bev_aug: bool = True  # train-time BEV augmentation
+    image: ImageAugConfig = field(default_factory=ImageAugConfig)
+    bev: BEVAugConfig = field(default_factory=BEVAugConfig)
+    virtual_points: bool = False  # append MVP virtual/painted points (17-d points); set by MVP runs
+
+    def __post_init__(self) -> None:
+        if len(self.point_range) != 6:
+            raise ValueError("point_range needs 6 values (x_min, y_min, z_min, x_max, y_max, z_max)")
+        if self.num_sweeps < 0:
+            raise ValueError("num_sweeps must be >= 0")
