@@ -18,7 +18,7 @@ import numpy as np
 from distillbev.io import atomic_path
 from distillbev.structures import CAMERA_NAMES, CLASS_NAMES, LIDAR_NAME
 
-INDEX_FORMAT = 2
+INDEX_FORMAT = 3
 REQUIRED_TABLES = (
     "sample",
     "sample_data",
@@ -39,6 +39,7 @@ class CameraRecord:
     path: str  # relative to dataroot
     intrinsics: np.ndarray  # (3, 3)
     cam2global: np.ndarray  # (4, 4) at the image's timestamp
+    size: tuple[int, int]  # (H, W) of the stored image
 
 
 @dataclass
@@ -145,7 +146,11 @@ def build_index(dataroot: Path, version: str, split: str, max_sweeps: int = 10) 
                 cs = nusc.get("calibrated_sensor", sd["calibrated_sensor_token"])
                 cams.append(
                     CameraRecord(
-                        ch, sd["filename"], np.asarray(cs["camera_intrinsic"], float), sd_transform(sd)
+                        ch,
+                        sd["filename"],
+                        np.asarray(cs["camera_intrinsic"], float),
+                        sd_transform(sd),
+                        (int(sd["height"]), int(sd["width"])),
                     )
                 )
             sweeps, sd = [], lidar_sd

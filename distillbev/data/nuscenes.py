@@ -125,25 +125,22 @@ class NuScenesDataset(Dataset):
         pts = np.concatenate(parts)
         return pts[np.hypot(pts[:, 0], pts[:, 1]) >= self.cfg.remove_close]
 
-    def _cameras(self, rec: SampleRecord, g2l: np.ndarray, affines, rng):
+    def _cameras(self, rec: SampleRecord, g2l: np.ndarray, affines: list, rng: np.random.Generator | None):
+        """Images (or None), K, camera->LiDAR, post_rot, post_tran of a record's cameras. ``affines`` holds
+        one image augmentation per camera: drawn on the first call, reused (previous frame) after."""
         imgs, Ks, c2l, prots, ptrans = [], [], [], [], []
         for i, cam in enumerate(rec.cameras):
             c2l.append(g2l @ cam.cam2global)
             Ks.append(cam.intrinsics)
-            if self.cfg.load_images or affines is None:
-                img = read_image(self.root / cam.path) if self.cfg.load_images else None
-                if affines is not None and len(affines) <= i:
-                    hw = (
-                        img.shape[:2]
-                        if img is not None
-                        else (int(2 * cam.intrinsics[1, 2]), int(2 * cam.intrinsics[0, 2]))
-                    )
-                    affines.append(image_affine(hw, self.cfg.image, rng))
-                if img is not None:
-                    A, b = affines[i]
-                    out = warp_image(img, A, b, self.cfg.image.final_size).astype(np.float32) / 255.0
-                    imgs.append(((out - IMAGENET_MEAN) / IMAGENET_STD).transpose(2, 0, 1))
+            if len(affines) <= i:
+                affines.append(image_affine(cam.size, self.cfg.image, rng))
             A, b = affines[i]
+            if self.cfg.load_images:
+                img = read_image(self.root / cam.path)
+                if img.shape[:2] != cam.size:
+                    raise ValueError(f"{self.root / cam.path}: image is {img.shape[:2]}, the tables say {cam.size}")
+                out = warp_image(img, A, b, self.cfg.image.final_size).astype(np.float32) / 255.0
+                imgs.append(((out - IMAGENET_MEAN) / IMAGENET_STD).transpose(2, 0, 1))
             pr, pt = post_matrices(A, b)
             prots.append(pr)
             ptrans.append(pt)

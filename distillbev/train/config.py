@@ -1,0 +1,71 @@
+"""The schema of a training run: data, model (teacher or student), optimisation, distillation.
+
+One ``RunConfig`` describes every run. ``model`` says which network is trained: a LiDAR teacher
+(``centerpoint`` or ``mvp``, built from ``teacher``) or a camera student (built from ``student``).
+``distill`` is used only when a teacher checkpoint is given (``distillbev distill``/``train --teacher``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from distillbev.data.config import ReaderConfig
+from distillbev.distill.config import DistillConfig
+from distillbev.models.centerpoint import CenterPointConfig
+from distillbev.models.mvp import MVPConfig
+from distillbev.models.bevdet import StudentConfig
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the nuScenes-format data is and how it is read."""
+
+    dataroot: str = "runs/demo/data-small"  # nuScenes-format dataroot (relative to the working dir)
+    version: str = "v1.0-synthetic"  # table folder under dataroot
+    train_split: str = "synth_train"
+    val_split: str = "synth_val"
+    reader: ReaderConfig = field(default_factory=ReaderConfig)
+    num_workers: int = 0  # DataLoader worker processes (0 = main process; 2 cores => 0 or 1)
+    max_train_samples: int = 0  # use only the first N training samples (0 = all); for smoke runs
+    max_val_samples: int = 0  # evaluate on the first N val samples (0 = all); the devkit scores the rest empty
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """AdamW + schedule; batch and learning-rate scaling rule: lr scales linearly with total batch."""
+
+    epochs: int = 12
+    batch_size: int = 8  # per process
+    lr: float = 2e-3
+    weight_decay: float = 0.01
+    schedule: Literal["onecycle", "step", "cosine", "constant"] = "onecycle"
+    warmup_fraction: float = 0.3  # onecycle: fraction of steps ramping up; others: linear warm-up fraction
+    step_epochs: tuple[int, ...] = ()  # "step": multiply lr by 0.1 at these epochs
+    grad_clip: float = 35.0  # max gradient norm (0 = off)
+    accumulate: int = 1  # gradient accumulation steps
+    amp: Literal["off", "bf16", "fp16"] = "off"
+    channels_last: bool = False
+    fused_adamw: bool = False  # torch.optim.AdamW(fused=True) where supported
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """A whole training run."""
+
+    model: Literal["centerpoint", "mvp", "student"] = "centerpoint"  # student kind: student.kind/temporal
+    data: DataConfig = field(default_factory=DataConfig)
+    teacher: CenterPointConfig = field(default_factory=CenterPointConfig)
+    mvp: MVPConfig = field(default_factory=MVPConfig)
+    student: StudentConfig = field(default_factory=StudentConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    seed: int = 0
+    eval_every_epochs: int = 0  # 0 = only at the end
+    log_every_steps: int = 20
+    threads: int = 0  # torch.set_num_threads (0 = leave torch's default)
+
+    @property
+    def is_teacher(self) -> bool:
+        """True for the LiDAR teachers."""
+        return self.model in ("centerpoint", "mvp")

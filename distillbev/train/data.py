@@ -1,0 +1,56 @@
+"""DataLoaders for training and evaluation from a RunConfig."""
+
+from __future__ import annotations
+
+import torch
+from torch.utils.data import DataLoader, Subset
+from torch.utils.data.distributed import DistributedSampler
+
+from distillbev.data.collate import collate
+from distillbev.data.nuscenes import NuScenesDataset
+from distillbev.train.config import RunConfig
+from distillbev.train.distributed import DistInfo
+
+
+def make_dataset(cfg: RunConfig, train: bool) -> torch.utils.data.Dataset:
+    """The training (augmented) or validation (deterministic) dataset of a run."""
+    d = cfg.data
+    split = d.train_split if train else d.val_split
+    reader = reader_for_run(cfg)
+    ds = NuScenesDataset(d.dataroot, d.version, split, reader, train=train)
+    limit = d.max_train_samples if train else d.max_val_samples
+    if limit and limit < len(ds):
+        ds = Subset(ds, range(limit))
+    return ds
+
+
+def reader_for_run(cfg: RunConfig):
+    """The reader config a run needs: teachers read no images; MVP runs add virtual points."""
+    from dataclasses import replace
+
+    reader = cfg.data.reader
+    if cfg.is_teacher:
+        reader = replace(reader, load_images=False, load_prev=False)
+    elif not cfg.student.temporal:
+        reader = replace(reader, load_prev=False)
+    return reader
+
+
+def make_loader(cfg: RunConfig, train: bool, info: DistInfo | None = None) -> DataLoader:
+    """A DataLoader with the project's collate (and a DistributedSampler under DDP)."""
+    ds = make_dataset(cfg, train)
+    sampler = None
+    if info is not None and info.world_size > 1:
+        sampler = DistributedSampler(ds, num_replicas=info.world_size, rank=info.rank, shuffle=train, seed=cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    return DataLoader(
+        ds,
+        batch_size=cfg.optim.batch_size,
+        shuffle=train and sampler is None,
+        sampler=sampler,
+        collate_fn=collate,
+        num_workers=cfg.data.num_workers,
+        drop_last=train,
+        generator=gen,
+        persistent_workers=cfg.data.num_workers > 0,
+    )

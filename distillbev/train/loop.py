@@ -1,0 +1,136 @@
+"""The training loop, on one screen: student (or teacher) forward, frozen-teacher forward under
+no_grad, detection + depth + distillation losses, AMP, accumulation, clipping, step, periodic
+evaluation and checkpoints. DDP comes from ``torchrun``'s environment (``train.distributed``).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from distillbev.data.batch import Batch
+from distillbev.train import distributed
+from distillbev.train.checkpoint import load_state_strict, read_checkpoint, save_checkpoint, set_rng_state
+from distillbev.train.config import RunConfig
+from distillbev.train.data import make_loader
+from distillbev.train.logging import RunLogger
+from distillbev.train.schedule import build_scheduler
+
+
+def _autocast(cfg: RunConfig, device: torch.device):
+    if cfg.optim.amp == "off":
+        return nullcontext()
+    dtype = torch.bfloat16 if cfg.optim.amp == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def distill_terms(
+    distill_loss: nn.Module, teacher: nn.Module, head: nn.Module, batch: Batch, taps: dict, step: int
+) -> dict[str, torch.Tensor]:
+    """DistillBEV's terms for one batch: the frozen teacher sees the same augmented sample."""
+    with torch.no_grad():
+        t_taps = teacher.forward_bev(batch)
+        t_score = teacher.head.score_map(teacher.forward_head(t_taps))
+        gt_score = head.gt_score_map(head.build_targets(batch.gt_boxes, batch.gt_labels))
+    return distill_loss(taps, t_taps, batch.gt_boxes, t_score, gt_score, step=step)
+
+
+def train(
+    cfg: RunConfig,
+    run_dir: Path,
+    model: nn.Module,
+    teacher: nn.Module | None = None,
+    distill_loss: nn.Module | None = None,
+    resume: Path | None = None,
+    evaluate_fn: Any = None,
+) -> dict[str, Any]:
+    """Train ``model`` (distilling ``teacher`` through ``distill_loss`` when given); returns metrics."""
+    info = distributed.setup()
+    device = distributed.device_for(info)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed + info.rank)
+    model.to(device)
+    if cfg.optim.channels_last:
+        model.to(memory_format=torch.channels_last)
+    if teacher is not None:
+        teacher.to(device).eval().requires_grad_(False)  # frozen: eval-mode BN, no grads, not optimised
+        distill_loss.to(device)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    if distill_loss is not None:
+        trainable += [p for p in distill_loss.parameters() if p.requires_grad]
+    fused = cfg.optim.fused_adamw and device.type in ("cuda", "cpu")
+    opt = torch.optim.AdamW(trainable, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay, fused=fused or None)
+    loader = make_loader(cfg, train=True, info=info)
+    steps_per_epoch = max(len(loader) // cfg.optim.accumulate, 1)
+    total = steps_per_epoch * cfg.optim.epochs
+    sched = build_scheduler(opt, cfg.optim, total, steps_per_epoch)
+    ddp_model = distributed.wrap(model, info)
+    step, start_epoch = 0, 0
+    if resume is not None:
+        blob = read_checkpoint(resume)
+        load_state_strict(model, blob["model"], f"checkpoint {resume}")
+        if distill_loss is not None and "distill" in blob["extra_modules"]:
+            load_state_strict(distill_loss, blob["extra_modules"]["distill"], f"distillation state in {resume}")
+        opt.load_state_dict(blob["optimizer"])
+        sched.load_state_dict(blob["scheduler"])
+        set_rng_state(blob["rng"])
+        step, start_epoch = blob["step"], blob["epoch"]
+    logger = RunLogger(run_dir, enabled=info.is_main)
+    extra = {"distill": distill_loss} if distill_loss is not None else {}
+    metrics: dict[str, Any] = {}
+    t_last = time.time()
+    for epoch in range(start_epoch, cfg.optim.epochs):
+        model.train()
+        if hasattr(loader.sampler, "set_epoch"):
+            loader.sampler.set_epoch(epoch)
+        for i, batch in enumerate(loader):
+            batch = batch.to(device)
+            with _autocast(cfg, device):
+                taps, preds = ddp_model(batch)
+                losses = model.loss(batch, taps, preds)
+                if teacher is not None:
+                    losses |= distill_terms(distill_loss, teacher, model.head, batch, taps, step)
+            loss = sum(losses.values())
+            if not torch.isfinite(loss):
+                bad = {k: float(v) for k, v in losses.items()}
+                raise FloatingPointError(
+                    f"non-finite loss at step {step} (epoch {epoch}, batch {i}, samples {batch.sample_tokens}): {bad}"
+                )
+            (loss / cfg.optim.accumulate).backward()
+            if (i + 1) % cfg.optim.accumulate:
+                continue
+            if cfg.optim.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(trainable, cfg.optim.grad_clip)
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            sched.step()
+            step += 1
+            if step % cfg.log_every_steps == 0 or step == 1:
+                now = time.time()
+                scalars = {f"loss/{k}": float(distributed.all_reduce_mean(v.detach(), info)) for k, v in losses.items()}
+                scalars["loss/total"] = float(loss.detach())
+                scalars["lr"] = sched.get_last_lr()[0]
+                scalars["sec_per_step"] = (now - t_last) / (1 if step == 1 else cfg.log_every_steps)
+                t_last = now
+                logger.log(step, scalars, epoch=epoch)
+                if info.is_main:
+                    print(f"epoch {epoch} step {step}/{total} loss {scalars['loss/total']:.4f} "
+                          f"({scalars['sec_per_step']:.2f} s/step)", flush=True)
+        last = epoch + 1 == cfg.optim.epochs
+        if evaluate_fn is not None and info.is_main and (last or (cfg.eval_every_epochs and
+                                                                   (epoch + 1) % cfg.eval_every_epochs == 0)):
+            metrics = evaluate_fn(model, run_dir / f"eval_epoch{epoch + 1}")
+            logger.log(step, {f"val/{k}": v for k, v in metrics.items() if isinstance(v, float) and math.isfinite(v)},
+                       epoch=epoch)
+        if info.is_main:
+            save_checkpoint(run_dir / "checkpoint.pt", model, cfg, step, epoch + 1, opt, sched, extra, metrics)
+    logger.close()
+    distributed.cleanup(info)
+    return metrics

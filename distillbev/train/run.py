@@ -1,0 +1,152 @@
+"""Runs: resolve the config, build the model (and the frozen teacher + DistillLoss), train, evaluate."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from distillbev.config import ConfigError, dump_config, load_config
+from distillbev.train.checkpoint import load_model, load_state_strict, read_checkpoint
+from distillbev.train.config import RunConfig
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@torch.no_grad()
+def evaluate_model(model: nn.Module, cfg: RunConfig, out_dir: Path, max_samples: int | None = None) -> dict[str, Any]:
+    """Run ``model`` over the val split and score it with the official nuScenes metrics."""
+    from distillbev.eval.nuscenes_eval import evaluate, load_nuscenes, split_sample_tokens
+    from distillbev.eval.results import detections_to_results, write_results
+    from distillbev.train.data import make_loader
+
+    if max_samples is not None:
+        cfg = replace(cfg, data=replace(cfg.data, max_val_samples=max_samples))
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    per_sample, l2g = {}, {}
+    for batch in make_loader(cfg, train=False):
+        batch = batch.to(device)
+        for token, det, m in zip(batch.sample_tokens, model.predict(batch), batch.lidar2global, strict=True):
+            per_sample[token] = (det.boxes.cpu(), det.scores.cpu(), det.labels.cpu())
+            l2g[token] = m.cpu().double().numpy()
+    model.train(was_training)
+    nusc = load_nuscenes(cfg.data.dataroot, cfg.data.version)
+    tokens = split_sample_tokens(nusc, cfg.data.val_split)
+    results = detections_to_results(per_sample, l2g, tokens, meta=_meta(cfg))
+    path = Path(out_dir) / "results.json"
+    write_results(results, path)
+    return evaluate(cfg.data.dataroot, cfg.data.version, cfg.data.val_split, path, out_dir, nusc=nusc)
+
+
+def _meta(cfg: RunConfig) -> dict[str, bool]:
+    camera = not cfg.is_teacher or cfg.model == "mvp"
+    return {"use_camera": camera, "use_lidar": cfg.is_teacher, "use_radar": False, "use_map": False,
+            "use_external": False}
+
+
+def build_distillation(cfg: RunConfig, student: nn.Module, teacher: nn.Module) -> nn.Module:
+    """A DistillLoss sized from one probe batch through both networks (adapters sized automatically)."""
+    from distillbev.distill.loss import DistillLoss
+    from distillbev.train.data import make_loader
+
+    probe = replace(cfg, optim=replace(cfg.optim, batch_size=1), data=replace(cfg.data, num_workers=0))
+    batch = next(iter(make_loader(probe, train=False)))
+    was = student.training
+    student.eval()
+    teacher.eval()
+    with torch.no_grad():
+        s_taps = student.forward_bev(batch)
+        t_taps = teacher.forward_bev(batch)
+    student.train(was)
+    for name in cfg.distill.layers:
+        if name not in s_taps or name not in t_taps:
+            raise ConfigError(f"distill.layers: tap {name!r} is not exposed by both networks")
+    grid = cfg.student.bev_grid()
+    grids = {n: grid.scaled(grid.shape[0] / t_taps[n].shape[-2]) for n in cfg.distill.layers}
+    return DistillLoss(
+        cfg.distill,
+        student_channels={n: s_taps[n].shape[1] for n in cfg.distill.layers},
+        teacher_channels={n: t_taps[n].shape[1] for n in cfg.distill.layers},
+        student_sizes={n: tuple(s_taps[n].shape[-2:]) for n in cfg.distill.layers},
+        teacher_sizes={n: tuple(t_taps[n].shape[-2:]) for n in cfg.distill.layers},
+        grids=grids,
+    )
+
+
+def run_training(
+    files: Sequence[Path],
+    out: Path | None,
+    overrides: Sequence[str],
+    teacher: Path | None = None,
+    resume: Path | None = None,
+    init_from: Path | None = None,
+    dry_run: bool = False,
+) -> dict[str, Any]:
+    """``distillbev train`` / ``distillbev distill``: returns the final validation metrics."""
+    import yaml
+
+    from distillbev.config import to_dict
+    from distillbev.eval.tables import print_metrics
+    from distillbev.models import build_model
+    from distillbev.train.loop import train
+
+    cfg = load_config(RunConfig, list(files), list(overrides))
+    t_model = t_cfg = None
+    if teacher is not None:
+        if cfg.is_teacher:
+            raise ConfigError(f"{files[0]}: a teacher checkpoint was given but the config trains a {cfg.model!r}")
+        t_model, t_cfg, _ = load_model(teacher)
+        if not t_cfg.is_teacher:
+            raise ValueError(f"{teacher} is a {t_cfg.model!r} checkpoint, not a LiDAR teacher")
+        # The student's reader must feed the teacher the points it was trained on (MVP: + virtual points).
+        cfg = replace(cfg, data=replace(cfg.data, reader=replace(
+            cfg.data.reader, points=t_cfg.data.reader.points, virtual_points=t_cfg.model == "mvp"),
+            ), mvp=t_cfg.mvp)
+    name = Path(files[-1]).stem + (f"_from_{Path(teacher).parent.name}" if teacher else "")
+    run_dir = Path(out) if out is not None else ROOT / "runs" / name
+    print(yaml.safe_dump(to_dict(cfg), sort_keys=False).rstrip())
+    print(f"run directory: {run_dir}")
+    if dry_run:
+        return {}
+    run_dir.mkdir(parents=True, exist_ok=True)
+    dump_config(cfg, run_dir / "config.yaml")
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg)
+    if init_from is not None:
+        load_state_strict(model, read_checkpoint(init_from)["model"], f"checkpoint {init_from}")
+    distill_loss = build_distillation(cfg, model, t_model) if t_model is not None else None
+    start = time.time()
+    metrics = train(cfg, run_dir, model, t_model, distill_loss, resume=resume,
+                    evaluate_fn=lambda m, d: evaluate_model(m, cfg, d))
+    metrics["train_minutes"] = (time.time() - start) / 60
+    if metrics.get("mAP") is not None:
+        print_metrics(metrics, title=f"official nuScenes metrics: {name}")
+    return metrics
+
+
+def demo_training(data: Path, workdir: Path, seed: int, stages: Sequence[str], scale: str) -> dict[str, dict]:
+    """The demo's training stages: teacher, baseline student, distilled student (same schedule, seed)."""
+    common = [f"data.dataroot={data}", f"seed={seed}"]
+    scale_files = [ROOT / "configs" / "scale" / f"{scale}.yaml"] if scale != "tiny" else []
+    summary: dict[str, dict] = {}
+    teacher_ckpt = workdir / "teacher" / "checkpoint.pt"
+    student_cfg = [ROOT / "configs" / "student" / "bevdepth.yaml", *scale_files]
+    if "teacher" in stages:
+        summary["CenterPoint (teacher, LiDAR)"] = run_training(
+            [ROOT / "configs" / "teacher" / "centerpoint_pillar.yaml", *scale_files], workdir / "teacher", common)
+    if "student" in stages:
+        summary["BEVDepth (baseline)"] = run_training(student_cfg, workdir / "student", common)
+    if "distill" in stages:
+        if not teacher_ckpt.is_file():
+            raise FileNotFoundError(f"the distill stage needs the teacher checkpoint {teacher_ckpt}")
+        summary["BEVDepth + DistillBEV (CenterPoint)"] = run_training(
+            [*student_cfg, ROOT / "configs" / "distill" / "full.yaml"], workdir / "distilled", common,
+            teacher=teacher_ckpt)
+    return summary
