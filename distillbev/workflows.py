@@ -64,7 +64,7 @@ def gt_eval(dataroot: Path, out_dir: Path, seed: int = 0) -> dict[str, dict[str,
     version, split = resolve_dataset(dataroot)
     nusc = load_nuscenes(dataroot, version)
     out: dict[str, dict[str, Any]] = {}
-    for name, noise in (("gt", None), ("noisy", NoiseSpec())):
+    for name, noise in (("gt", None), ("noisy", NoiseSpec.typical())):
         path = out_dir / f"results_{name}.json"
         write_results(gt_predictions(nusc, split, noise, seed=seed), path)
         out[name] = evaluate(dataroot, version, split, path, out_dir / f"eval_{name}", nusc=nusc)
