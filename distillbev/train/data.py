@@ -17,7 +17,7 @@ def make_dataset(cfg: RunConfig, train: bool) -> torch.utils.data.Dataset:
     d = cfg.data
     split = d.train_split if train else d.val_split
     reader = reader_for_run(cfg)
-    ds = NuScenesDataset(d.dataroot, d.version, split, reader, train=train)
+    ds = NuScenesDataset(d.dataroot, d.version, split, reader, train=train, mvp=cfg.mvp, seed=cfg.seed)
     limit = d.max_train_samples if train else d.max_val_samples
     if limit and limit < len(ds):
         ds = Subset(ds, range(limit))
@@ -29,6 +29,8 @@ def reader_for_run(cfg: RunConfig):
     from dataclasses import replace
 
     reader = cfg.data.reader
+    if cfg.model == "mvp":
+        reader = replace(reader, virtual_points=True)
     if cfg.is_teacher:
         reader = replace(reader, load_images=False, load_prev=False)
     elif not cfg.student.temporal:

@@ -49,6 +49,7 @@ def train(
     distill_loss: nn.Module | None = None,
     resume: Path | None = None,
     evaluate_fn: Any = None,
+    stop_after_epochs: int | None = None,
 ) -> dict[str, Any]:
     """Train ``model`` (distilling ``teacher`` through ``distill_loss`` when given); returns metrics."""
     info = distributed.setup()
@@ -87,9 +88,16 @@ def train(
     metrics: dict[str, Any] = {}
     t_last = time.time()
     for epoch in range(start_epoch, cfg.optim.epochs):
+        if stop_after_epochs is not None and epoch >= stop_after_epochs:
+            break  # as if the run were killed here (tests resume from the last checkpoint)
         model.train()
         if hasattr(loader.sampler, "set_epoch"):
             loader.sampler.set_epoch(epoch)
+        if loader.generator is not None:
+            loader.generator.manual_seed(cfg.seed * 1000 + epoch)  # the epoch's order depends on the epoch only
+        base = getattr(loader.dataset, "dataset", loader.dataset)
+        if hasattr(base, "set_epoch"):
+            base.set_epoch(epoch)  # a new augmentation draw per epoch
         for i, batch in enumerate(loader):
             batch = batch.to(device)
             with _autocast(cfg, device):

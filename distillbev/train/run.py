@@ -107,7 +107,7 @@ def run_training(
             raise ValueError(f"{teacher} is a {t_cfg.model!r} checkpoint, not a LiDAR teacher")
         # The student's reader must feed the teacher the points it was trained on (MVP: + virtual points).
         cfg = replace(cfg, data=replace(cfg.data, reader=replace(
-            cfg.data.reader, points=t_cfg.data.reader.points, virtual_points=t_cfg.model == "mvp"),
+            cfg.data.reader, num_sweeps=t_cfg.data.reader.num_sweeps, virtual_points=t_cfg.model == "mvp"),
             ), mvp=t_cfg.mvp)
     name = Path(files[-1]).stem + (f"_from_{Path(teacher).parent.name}" if teacher else "")
     run_dir = Path(out) if out is not None else ROOT / "runs" / name

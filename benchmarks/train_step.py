@@ -1,0 +1,155 @@
+"""Step time and peak memory of teachers, students and distillation (forward + backward + AdamW).
+
+    python benchmarks/train_step.py [--scale tiny|full] [--batch 2] [--steps 5] [--device cpu|cuda]
+
+Uses random inputs shaped like real batches (no dataset needed). Prints one table with ms/step,
+ms/sample, peak memory, and the distillation overhead as a ratio to the student-only step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import resource
+import statistics
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+from distillbev.config import load_config
+from distillbev.data.batch import Batch
+from distillbev.distill.loss import DistillLoss
+from distillbev.models import build_model
+from distillbev.train.config import RunConfig
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def fake_batch(cfg: RunConfig, b: int, n_points: int, device: str, point_features: int = 5) -> Batch:
+    """A batch with plausible geometry: 6 cameras looking out from the origin, random points and boxes."""
+    h, w = cfg.student.image_size
+    yaw = torch.tensor([0.0, 55, -55, 180, 110, -110]).deg2rad()
+    cam2lidar = torch.eye(4).repeat(6, 1, 1)
+    axes = torch.tensor([[0.0, 0, 1], [-1, 0, 0], [0, -1, 0]])
+    for i, a in enumerate(yaw):
+        rz = torch.tensor([[a.cos(), -a.sin(), 0], [a.sin(), a.cos(), 0], [0, 0, 1]])
+        cam2lidar[i, :3, :3] = rz @ axes
+        cam2lidar[i, :3, 3] = torch.tensor([0.0, 0.0, 1.5])
+    K = torch.tensor([[w * 0.8, 0, w / 2], [0, w * 0.8, h / 2], [0, 0, 1]]).repeat(6, 1, 1)
+    pts = []
+    for _ in range(b):
+        p = torch.rand(n_points, point_features)
+        p[:, :2] = p[:, :2] * 100 - 50
+        p[:, 2] = p[:, 2] * 4 - 2
+        pts.append(p.to(device))
+    boxes = []
+    for _ in range(b):
+        bx = torch.zeros(30, 9)
+        bx[:, :2] = torch.rand(30, 2) * 80 - 40
+        bx[:, 3:6] = torch.tensor([4.5, 1.9, 1.6])
+        boxes.append(bx.to(device))
+    return Batch(
+        images=torch.randn(b, 6, 3, h, w, device=device), intrinsics=K.repeat(b, 1, 1, 1).to(device),
+        cam2lidar=cam2lidar.repeat(b, 1, 1, 1).to(device), post_rot=torch.eye(3).repeat(b, 6, 1, 1).to(device),
+        post_tran=torch.zeros(b, 6, 3, device=device), depth=torch.rand(b, 6, h, w, device=device) * 40,
+        points=pts, gt_boxes=boxes, gt_labels=[torch.zeros(30, dtype=torch.long, device=device)] * b,
+        bev_aug=torch.eye(4).repeat(b, 1, 1).to(device), lidar2global=torch.eye(4).repeat(b, 1, 1).double(),
+        prev_images=torch.randn(b, 6, 3, h, w, device=device), prev_cam2lidar=cam2lidar.repeat(b, 1, 1, 1).to(device),
+        prev_dt=torch.full((b,), 0.5, device=device), has_prev=torch.ones(b, dtype=torch.bool, device=device))
+
+
+def peak_mb(device: str) -> float:
+    """Peak memory so far: CUDA allocator peak, or the process's max RSS on CPU."""
+    if device == "cuda":
+        return torch.cuda.max_memory_allocated() / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def time_steps(fn, steps: int, device: str) -> float:
+    """Median seconds of ``fn`` over ``steps`` runs after one warm-up."""
+    fn()
+    times = []
+    for _ in range(steps):
+        if device == "cuda":
+            torch.cuda.synchronize()
+        t = time.perf_counter()
+        fn()
+        if device == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--scale", default="tiny", choices=("tiny", "full"))
+    ap.add_argument("--batch", type=int, default=2)
+    ap.add_argument("--steps", type=int, default=5)
+    ap.add_argument("--points", type=int, default=60000)
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--threads", type=int, default=0)
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    suffix = "" if args.scale == "tiny" else "_full"
+    rows = []
+    teacher_cfg = load_config(RunConfig, [ROOT / f"configs/teacher/centerpoint_pillar{suffix}.yaml"])
+    teacher = build_model(teacher_cfg).to(args.device)
+    for name, files in (("centerpoint", ["teacher/centerpoint_pillar"]), ("mvp", ["teacher/mvp"]),
+                        ("bevdet", ["student/bevdet"]), ("bevdepth", ["student/bevdepth"]),
+                        ("bevdet4d", ["student/bevdet4d"]), ("bevdepth4d", ["student/bevdepth4d"])):
+        cfg = load_config(RunConfig, [ROOT / f"configs/{f}{suffix}.yaml" for f in files])
+        model = build_model(cfg).to(args.device)
+        opt = torch.optim.AdamW(model.parameters(), 1e-4)
+        feats = 17 if name == "mvp" else 5
+        batch = fake_batch(cfg, args.batch, args.points, args.device, feats)
+        if args.device == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+
+        def step(model=model, opt=opt, batch=batch):
+            taps, preds = model(batch)
+            sum(model.loss(batch, taps, preds).values()).backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+
+        sec = time_steps(step, args.steps, args.device)
+        rows.append((name, sec, peak_mb(args.device), None))
+        if not cfg.is_teacher:
+            cfg = replace(cfg, distill=load_config(RunConfig, [ROOT / "configs/distill/full.yaml"]).distill)
+            tbatch = fake_batch(cfg, args.batch, args.points, args.device, 5)
+            with torch.no_grad():
+                s_taps, t_taps = model.forward_bev(batch), teacher.eval().forward_bev(tbatch)
+            layers = cfg.distill.layers
+            dl = DistillLoss(cfg.distill, {n: s_taps[n].shape[1] for n in layers}, {n: t_taps[n].shape[1] for n in layers},
+                             {n: tuple(s_taps[n].shape[-2:]) for n in layers}, {n: tuple(t_taps[n].shape[-2:]) for n in layers},
+                             {n: cfg.student.bev_grid().scaled(cfg.student.bev_grid().shape[0] / t_taps[n].shape[-2]) for n in layers}).to(args.device)
+            opt2 = torch.optim.AdamW(list(model.parameters()) + list(dl.parameters()), 1e-4)
+
+            def dstep(model=model, opt2=opt2, batch=batch, dl=dl):
+                taps, preds = model(batch)
+                losses = model.loss(batch, taps, preds)
+                with torch.no_grad():
+                    tt = teacher.forward_bev(tbatch)
+                    score = teacher.head.score_map(teacher.forward_head(tt))
+                    gt = model.head.gt_score_map(model.head.build_targets(batch.gt_boxes, batch.gt_labels))
+                losses |= dl(taps, tt, batch.gt_boxes, score, gt)
+                sum(losses.values()).backward()
+                opt2.step()
+                opt2.zero_grad(set_to_none=True)
+
+            dsec = time_steps(dstep, args.steps, args.device)
+            rows.append((f"{name} + DistillBEV", dsec, peak_mb(args.device), dsec / sec))
+        del model, opt
+        gc.collect()
+    print(f"scale {args.scale}, batch {args.batch}, device {args.device}, threads {torch.get_num_threads()}, "
+          f"{args.points} points/sample, median of {args.steps} steps")
+    print(f"{'model':<26}{'ms/step':>10}{'ms/sample':>11}{'peak MB':>10}{'distill ratio':>15}")
+    for name, sec, mb, ratio in rows:
+        r = f"{ratio:.2f}x" if ratio else ""
+        print(f"{name:<26}{sec * 1000:>10.0f}{sec * 1000 / args.batch:>11.0f}{mb:>10.0f}{r:>15}")
+
+
+if __name__ == "__main__":
+    main()
