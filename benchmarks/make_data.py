@@ -24,7 +24,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--preset", default="small", choices=("smoke", "small", "medium"))
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--keep", type=Path, default=None, help="keep the world here instead of a temporary folder")
+    ap.add_argument(
+        "--keep", type=Path, default=None, help="keep the world here instead of a temporary folder"
+    )
     args = ap.parse_args()
     cfg = load_config(WorldConfig, [ROOT / "configs" / "data" / f"{args.preset}.yaml"])
     tmp = Path(tempfile.mkdtemp(prefix="bench_world_"))
@@ -34,11 +36,16 @@ def main() -> None:
     seconds = time.perf_counter() - start
     print(f"preset            {args.preset}")
     print(f"scenes x samples  {cfg.num_scenes} x {cfg.samples_per_scene} = {summary['samples']}")
-    print(f"images            6 x {cfg.image_width}x{cfg.image_height}, LiDAR 32 x {cfg.lidar_azimuth_steps}, "
-          f"{cfg.sweeps_per_keyframe} sweeps/key frame, workers {cfg.workers}")
+    print(
+        f"images            6 x {cfg.image_width}x{cfg.image_height}, LiDAR 32 x {cfg.lidar_azimuth_steps}, "
+        f"{cfg.sweeps_per_keyframe} sweeps/key frame, workers {cfg.workers}"
+    )
     print(f"wall time         {seconds:.1f} s ({seconds / 60:.2f} min)")
     print(f"per sample        {seconds / summary['samples'] * 1000:.0f} ms")
-    print(f"size on disk      {summary['megabytes']:.1f} MB ({summary['megabytes'] / summary['samples']:.2f} MB/sample)")
+    print(
+        f"size on disk      {summary['megabytes']:.1f} MB "
+        f"({summary['megabytes'] / summary['samples']:.2f} MB/sample)"
+    )
     print(f"annotations       {summary['annotations']}")
     shutil.rmtree(tmp, ignore_errors=True)
 

@@ -51,13 +51,22 @@ def fake_batch(cfg: RunConfig, b: int, n_points: int, device: str, point_feature
         bx[:, 3:6] = torch.tensor([4.5, 1.9, 1.6])
         boxes.append(bx.to(device))
     return Batch(
-        images=torch.randn(b, 6, 3, h, w, device=device), intrinsics=K.repeat(b, 1, 1, 1).to(device),
-        cam2lidar=cam2lidar.repeat(b, 1, 1, 1).to(device), post_rot=torch.eye(3).repeat(b, 6, 1, 1).to(device),
-        post_tran=torch.zeros(b, 6, 3, device=device), depth=torch.rand(b, 6, h, w, device=device) * 40,
-        points=pts, gt_boxes=boxes, gt_labels=[torch.zeros(30, dtype=torch.long, device=device)] * b,
-        bev_aug=torch.eye(4).repeat(b, 1, 1).to(device), lidar2global=torch.eye(4).repeat(b, 1, 1).double(),
-        prev_images=torch.randn(b, 6, 3, h, w, device=device), prev_cam2lidar=cam2lidar.repeat(b, 1, 1, 1).to(device),
-        prev_dt=torch.full((b,), 0.5, device=device), has_prev=torch.ones(b, dtype=torch.bool, device=device))
+        images=torch.randn(b, 6, 3, h, w, device=device),
+        intrinsics=K.repeat(b, 1, 1, 1).to(device),
+        cam2lidar=cam2lidar.repeat(b, 1, 1, 1).to(device),
+        post_rot=torch.eye(3).repeat(b, 6, 1, 1).to(device),
+        post_tran=torch.zeros(b, 6, 3, device=device),
+        depth=torch.rand(b, 6, h, w, device=device) * 40,
+        points=pts,
+        gt_boxes=boxes,
+        gt_labels=[torch.zeros(30, dtype=torch.long, device=device)] * b,
+        bev_aug=torch.eye(4).repeat(b, 1, 1).to(device),
+        lidar2global=torch.eye(4).repeat(b, 1, 1).double(),
+        prev_images=torch.randn(b, 6, 3, h, w, device=device),
+        prev_cam2lidar=cam2lidar.repeat(b, 1, 1, 1).to(device),
+        prev_dt=torch.full((b,), 0.5, device=device),
+        has_prev=torch.ones(b, dtype=torch.bool, device=device),
+    )
 
 
 def peak_mb(device: str) -> float:
@@ -97,9 +106,14 @@ def main() -> None:
     rows = []
     teacher_cfg = load_config(RunConfig, [ROOT / f"configs/teacher/centerpoint_pillar{suffix}.yaml"])
     teacher = build_model(teacher_cfg).to(args.device)
-    for name, files in (("centerpoint", ["teacher/centerpoint_pillar"]), ("mvp", ["teacher/mvp"]),
-                        ("bevdet", ["student/bevdet"]), ("bevdepth", ["student/bevdepth"]),
-                        ("bevdet4d", ["student/bevdet4d"]), ("bevdepth4d", ["student/bevdepth4d"])):
+    for name, files in (
+        ("centerpoint", ["teacher/centerpoint_pillar"]),
+        ("mvp", ["teacher/mvp"]),
+        ("bevdet", ["student/bevdet"]),
+        ("bevdepth", ["student/bevdepth"]),
+        ("bevdet4d", ["student/bevdet4d"]),
+        ("bevdepth4d", ["student/bevdepth4d"]),
+    ):
         cfg = load_config(RunConfig, [ROOT / f"configs/{f}{suffix}.yaml" for f in files])
         model = build_model(cfg).to(args.device)
         opt = torch.optim.AdamW(model.parameters(), 1e-4)
@@ -122,12 +136,20 @@ def main() -> None:
             with torch.no_grad():
                 s_taps, t_taps = model.forward_bev(batch), teacher.eval().forward_bev(tbatch)
             layers = cfg.distill.layers
-            dl = DistillLoss(cfg.distill, {n: s_taps[n].shape[1] for n in layers}, {n: t_taps[n].shape[1] for n in layers},
-                             {n: tuple(s_taps[n].shape[-2:]) for n in layers}, {n: tuple(t_taps[n].shape[-2:]) for n in layers},
-                             {n: cfg.student.bev_grid().scaled(cfg.student.bev_grid().shape[0] / t_taps[n].shape[-2]) for n in layers}).to(args.device)
+            dl = DistillLoss(
+                cfg.distill,
+                {n: s_taps[n].shape[1] for n in layers},
+                {n: t_taps[n].shape[1] for n in layers},
+                {n: tuple(s_taps[n].shape[-2:]) for n in layers},
+                {n: tuple(t_taps[n].shape[-2:]) for n in layers},
+                {
+                    n: cfg.student.bev_grid().scaled(cfg.student.bev_grid().shape[0] / t_taps[n].shape[-2])
+                    for n in layers
+                },
+            ).to(args.device)
             opt2 = torch.optim.AdamW(list(model.parameters()) + list(dl.parameters()), 1e-4)
 
-            def dstep(model=model, opt2=opt2, batch=batch, dl=dl):
+            def dstep(model=model, opt2=opt2, batch=batch, dl=dl, tbatch=tbatch):
                 taps, preds = model(batch)
                 losses = model.loss(batch, taps, preds)
                 with torch.no_grad():
@@ -143,8 +165,10 @@ def main() -> None:
             rows.append((f"{name} + DistillBEV", dsec, peak_mb(args.device), dsec / sec))
         del model, opt
         gc.collect()
-    print(f"scale {args.scale}, batch {args.batch}, device {args.device}, threads {torch.get_num_threads()}, "
-          f"{args.points} points/sample, median of {args.steps} steps")
+    print(
+        f"scale {args.scale}, batch {args.batch}, device {args.device}, threads {torch.get_num_threads()}, "
+        f"{args.points} points/sample, median of {args.steps} steps"
+    )
     print(f"{'model':<26}{'ms/step':>10}{'ms/sample':>11}{'peak MB':>10}{'distill ratio':>15}")
     for name, sec, mb, ratio in rows:
         r = f"{ratio:.2f}x" if ratio else ""

@@ -73,7 +73,8 @@ def class_index(name: str) -> int:
     try:
         return CLASS_NAMES.index(name)
     except ValueError:
-        raise ValueError(f"unknown detection class {name!r}; expected one of {', '.join(CLASS_NAMES)}") from None
+        expected = ", ".join(CLASS_NAMES)
+        raise ValueError(f"unknown detection class {name!r}; expected one of {expected}") from None
 
 
 def default_attribute(label: int, speed: float) -> str:

@@ -20,7 +20,8 @@ def resolve_dataset(dataroot: Path, version: str = "", split: str = "") -> tuple
         found = sorted(p.name for p in dataroot.iterdir() if p.is_dir() and p.name.startswith("v1.0-"))
         if len(found) != 1:
             raise ValueError(
-                f"{dataroot} is not nuScenes-shaped or holds several versions ({found or 'no v1.0-* folder'}); "
+                f"{dataroot} is not nuScenes-shaped or holds several versions "
+                f"({found or 'no v1.0-* folder'}); "
                 "pass --version"
             )
         version = found[0]
@@ -40,7 +41,9 @@ def resolve_dataset(dataroot: Path, version: str = "", split: str = "") -> tuple
     return version, split
 
 
-def score_results(dataroot: Path, version: str, split: str, results: Path, out: Path | None) -> dict[str, Any]:
+def score_results(
+    dataroot: Path, version: str, split: str, results: Path, out: Path | None
+) -> dict[str, Any]:
     """Official metrics of a result JSON; the metrics JSON goes to ``out`` (or beside the results)."""
     from distillbev.eval.nuscenes_eval import evaluate
     from distillbev.io import write_json
@@ -89,8 +92,9 @@ def render_sample(
     pred = _predictions_for(results, token, s) if results is not None else None
     out = Path(out)
     cams, bev = out / f"cameras_{index:04d}.png", out / f"bev_{index:04d}.png"
-    render_camera_mosaic(s["images"], s["intrinsics"], s["cam2lidar"], s["gt_boxes"], s["gt_labels"], pred=pred,
-                         out_path=cams)
+    render_camera_mosaic(
+        s["images"], s["intrinsics"], s["cam2lidar"], s["gt_boxes"], s["gt_labels"], pred=pred, out_path=cams
+    )
     render_bev(s["points"], s["gt_boxes"], s["gt_labels"], pred=pred, out_path=bev, title=f"{split} #{index}")
     return [cams, bev]
 
@@ -115,8 +119,11 @@ def _predictions_for(results: Path, token: str, sample: dict[str, Any]):
         boxes.append([*c, l, w, h, yaw, v[0], v[1]])
         labels.append(class_index(r["detection_name"]))
         scores.append(r["detection_score"])
-    return (np.asarray(boxes, dtype=np.float64).reshape(-1, 9), np.asarray(scores, dtype=np.float64),
-            np.asarray(labels, dtype=np.int64))
+    return (
+        np.asarray(boxes, dtype=np.float64).reshape(-1, 9),
+        np.asarray(scores, dtype=np.float64),
+        np.asarray(labels, dtype=np.int64),
+    )
 
 
 def ensure_world(preset: str, out: Path, seed: int) -> Path:
@@ -210,11 +217,22 @@ def render_masks(teacher: Path, student: Path, out: Path, index: int, distill_cf
     t_model, t_cfg, _ = load_model(teacher)
     s_model, s_cfg, s_blob = load_model(student)
     if not t_cfg.is_teacher or s_cfg.is_teacher:
-        raise ValueError(f"viz masks needs a teacher ({teacher}: {t_cfg.model}) and a student ({student}: {s_cfg.model})")
+        raise ValueError(
+            f"viz masks needs a teacher ({teacher}: {t_cfg.model}) and a student ({student}: {s_cfg.model})"
+        )
     if distill_cfg is not None:
         s_cfg = load_config(RunConfig, [distill_cfg], base=s_cfg)
-    s_cfg = replace(s_cfg, data=replace(s_cfg.data, reader=replace(
-        s_cfg.data.reader, num_sweeps=t_cfg.data.reader.num_sweeps, virtual_points=t_cfg.model == "mvp")))
+    s_cfg = replace(
+        s_cfg,
+        data=replace(
+            s_cfg.data,
+            reader=replace(
+                s_cfg.data.reader,
+                num_sweeps=t_cfg.data.reader.num_sweeps,
+                virtual_points=t_cfg.model == "mvp",
+            ),
+        ),
+    )
     ds = make_dataset(s_cfg, train=False)
     if not 0 <= index < len(ds):
         raise IndexError(f"sample index {index} outside the val split ({len(ds)} samples)")

@@ -10,8 +10,20 @@ from distillbev.cli import app
 runner = CliRunner()
 
 
-@pytest.mark.parametrize("cmd", [[], ["make-data"], ["eval"], ["train"], ["distill"], ["viz"], ["viz", "sample"],
-                                 ["viz", "masks"], ["demo"]])
+@pytest.mark.parametrize(
+    "cmd",
+    [
+        [],
+        ["make-data"],
+        ["eval"],
+        ["train"],
+        ["distill"],
+        ["viz"],
+        ["viz", "sample"],
+        ["viz", "masks"],
+        ["demo"],
+    ],
+)
 def test_help(cmd):
     result = runner.invoke(app, [*cmd, "--help"])
     assert result.exit_code == 0
@@ -22,7 +34,9 @@ def test_make_data_dry_run_and_bad_key(tmp_path):
     ok = runner.invoke(app, ["make-data", "--preset", "smoke", "--out", str(tmp_path / "w"), "--dry-run"])
     assert ok.exit_code == 0 and "samples_per_scene: 4" in ok.output
     assert not (tmp_path / "w").exists()
-    bad = runner.invoke(app, ["make-data", "--preset", "smoke", "--out", str(tmp_path / "w"), "--set", "num_scene=3"])
+    bad = runner.invoke(
+        app, ["make-data", "--preset", "smoke", "--out", str(tmp_path / "w"), "--set", "num_scene=3"]
+    )
     assert bad.exit_code == 2 and "num_scene" in bad.output and "num_scenes" in bad.output
     missing = runner.invoke(app, ["make-data", "--preset", "huge", "--out", str(tmp_path / "w")])
     assert missing.exit_code == 2 and "huge" in missing.output
@@ -43,15 +57,27 @@ def test_eval_scores_gt_and_rejects_unknown_class(smoke_world, tmp_path):
     nusc = load_nuscenes(smoke_world.dataroot, smoke_world.version)
     results = gt_predictions(nusc, smoke_world.val_split)
     write_results(results, tmp_path / "gt.json")
-    r = runner.invoke(app, ["eval", "--dataroot", str(smoke_world.dataroot), "--results", str(tmp_path / "gt.json"),
-                            "--out", str(tmp_path / "m.json")])
+    r = runner.invoke(
+        app,
+        [
+            "eval",
+            "--dataroot",
+            str(smoke_world.dataroot),
+            "--results",
+            str(tmp_path / "gt.json"),
+            "--out",
+            str(tmp_path / "m.json"),
+        ],
+    )
     assert r.exit_code == 0, r.output
     metrics = json.loads((tmp_path / "m.json").read_text())
     assert metrics["mAP"] == pytest.approx(1.0) and metrics["NDS"] == pytest.approx(1.0)
     token = next(t for t, boxes in results["results"].items() if boxes)
     results["results"][token][0]["detection_name"] = "spaceship"
     (tmp_path / "bad.json").write_text(json.dumps(results))
-    r = runner.invoke(app, ["eval", "--dataroot", str(smoke_world.dataroot), "--results", str(tmp_path / "bad.json")])
+    r = runner.invoke(
+        app, ["eval", "--dataroot", str(smoke_world.dataroot), "--results", str(tmp_path / "bad.json")]
+    )
     assert r.exit_code == 2 and "spaceship" in r.output
 
 
@@ -61,7 +87,9 @@ def test_eval_on_non_nuscenes_folder(tmp_path):
 
 
 def test_train_unknown_key_names_file(tmp_path):
-    r = runner.invoke(app, ["train", "configs/teacher/centerpoint_pillar.yaml", "--set", "optim.epoch=3", "--dry-run"])
+    r = runner.invoke(
+        app, ["train", "configs/teacher/centerpoint_pillar.yaml", "--set", "optim.epoch=3", "--dry-run"]
+    )
     assert r.exit_code == 2 and "'epoch'" in r.output and "'epochs'" in r.output
 
 

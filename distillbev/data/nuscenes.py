@@ -138,7 +138,9 @@ class NuScenesDataset(Dataset):
             if self.cfg.load_images:
                 img = read_image(self.root / cam.path)
                 if img.shape[:2] != cam.size:
-                    raise ValueError(f"{self.root / cam.path}: image is {img.shape[:2]}, the tables say {cam.size}")
+                    raise ValueError(
+                        f"{self.root / cam.path}: image is {img.shape[:2]}, the tables say {cam.size}"
+                    )
                 out = warp_image(img, A, b, self.cfg.image.final_size).astype(np.float32) / 255.0
                 imgs.append(((out - IMAGENET_MEAN) / IMAGENET_STD).transpose(2, 0, 1))
             pr, pt = post_matrices(A, b)

@@ -239,7 +239,11 @@ class CenterHead(nn.Module):
                 ).all(1)
                 keep &= boxes[b, :, 2].abs() <= POST_CENTER_Z
                 bx, sc, lb = boxes[b][keep], scores[b][keep], labels[b][keep]
-                idx = self._nms_per_class(bx, sc, lb, t) if self.cfg.class_aware_nms else self._nms(bx, sc, lb, t)
+                idx = (
+                    self._nms_per_class(bx, sc, lb, t)
+                    if self.cfg.class_aware_nms
+                    else self._nms(bx, sc, lb, t)
+                )
                 per_sample[b].append((bx[idx], sc[idx], lb[idx]))
         return [
             Detections(
@@ -274,7 +278,9 @@ class CenterHead(nn.Module):
         labels = torch.tensor(self.class_labels[t], device=heat.device)[cls]
         return boxes, scores, labels
 
-    def _nms_per_class(self, boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor, t: int) -> torch.Tensor:
+    def _nms_per_class(
+        self, boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor, t: int
+    ) -> torch.Tensor:
         """``_nms`` run separately on each class of task ``t`` (scale-NMS then uses that class's own
         factor and IoU threshold); the best ``max_per_task`` survivors overall, best first."""
         kept = []

@@ -12,9 +12,9 @@ from typing import Literal
 
 from distillbev.data.config import ReaderConfig
 from distillbev.distill.config import DistillConfig
+from distillbev.models.bevdet import StudentConfig
 from distillbev.models.centerpoint import CenterPointConfig
 from distillbev.models.mvp import MVPConfig
-from distillbev.models.bevdet import StudentConfig
 
 
 @dataclass(frozen=True)
@@ -28,7 +28,9 @@ class DataConfig:
     reader: ReaderConfig = field(default_factory=ReaderConfig)
     num_workers: int = 0  # DataLoader worker processes (0 = main process; 2 cores => 0 or 1)
     max_train_samples: int = 0  # use only the first N training samples (0 = all); for smoke runs
-    max_val_samples: int = 0  # evaluate on the first N val samples (0 = all); the devkit scores the rest empty
+    max_val_samples: int = (
+        0  # evaluate on the first N val samples (0 = all); the devkit scores the rest empty
+    )
 
 
 @dataclass(frozen=True)

@@ -43,7 +43,9 @@ def make_loader(cfg: RunConfig, train: bool, info: DistInfo | None = None) -> Da
     ds = make_dataset(cfg, train)
     sampler = None
     if info is not None and info.world_size > 1:
-        sampler = DistributedSampler(ds, num_replicas=info.world_size, rank=info.rank, shuffle=train, seed=cfg.seed)
+        sampler = DistributedSampler(
+            ds, num_replicas=info.world_size, rank=info.rank, shuffle=train, seed=cfg.seed
+        )
     gen = torch.Generator().manual_seed(cfg.seed)
     return DataLoader(
         ds,

@@ -67,7 +67,9 @@ def train(
     if distill_loss is not None:
         trainable += [p for p in distill_loss.parameters() if p.requires_grad]
     fused = cfg.optim.fused_adamw and device.type in ("cuda", "cpu")
-    opt = torch.optim.AdamW(trainable, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay, fused=fused or None)
+    opt = torch.optim.AdamW(
+        trainable, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay, fused=fused or None
+    )
     loader = make_loader(cfg, train=True, info=info)
     steps_per_epoch = max(len(loader) // cfg.optim.accumulate, 1)
     total = steps_per_epoch * cfg.optim.epochs
@@ -78,7 +80,9 @@ def train(
         blob = read_checkpoint(resume)
         load_state_strict(model, blob["model"], f"checkpoint {resume}")
         if distill_loss is not None and "distill" in blob["extra_modules"]:
-            load_state_strict(distill_loss, blob["extra_modules"]["distill"], f"distillation state in {resume}")
+            load_state_strict(
+                distill_loss, blob["extra_modules"]["distill"], f"distillation state in {resume}"
+            )
         opt.load_state_dict(blob["optimizer"])
         sched.load_state_dict(blob["scheduler"])
         set_rng_state(blob["rng"])
@@ -94,7 +98,9 @@ def train(
         if hasattr(loader.sampler, "set_epoch"):
             loader.sampler.set_epoch(epoch)
         if loader.generator is not None:
-            loader.generator.manual_seed(cfg.seed * 1000 + epoch)  # the epoch's order depends on the epoch only
+            loader.generator.manual_seed(
+                cfg.seed * 1000 + epoch
+            )  # the epoch's order depends on the epoch only
         base = getattr(loader.dataset, "dataset", loader.dataset)
         if hasattr(base, "set_epoch"):
             base.set_epoch(epoch)  # a new augmentation draw per epoch
@@ -109,7 +115,8 @@ def train(
             if not torch.isfinite(loss):
                 bad = {k: float(v) for k, v in losses.items()}
                 raise FloatingPointError(
-                    f"non-finite loss at step {step} (epoch {epoch}, batch {i}, samples {batch.sample_tokens}): {bad}"
+                    f"non-finite loss at step {step} (epoch {epoch}, batch {i}, "
+                    f"samples {batch.sample_tokens}): {bad}"
                 )
             (loss / cfg.optim.accumulate).backward()
             if (i + 1) % cfg.optim.accumulate:
@@ -122,23 +129,37 @@ def train(
             step += 1
             if step % cfg.log_every_steps == 0 or step == 1:
                 now = time.time()
-                scalars = {f"loss/{k}": float(distributed.all_reduce_mean(v.detach(), info)) for k, v in losses.items()}
+                scalars = {
+                    f"loss/{k}": float(distributed.all_reduce_mean(v.detach(), info))
+                    for k, v in losses.items()
+                }
                 scalars["loss/total"] = float(loss.detach())
                 scalars["lr"] = sched.get_last_lr()[0]
                 scalars["sec_per_step"] = (now - t_last) / (1 if step == 1 else cfg.log_every_steps)
                 t_last = now
                 logger.log(step, scalars, epoch=epoch)
                 if info.is_main:
-                    print(f"epoch {epoch} step {step}/{total} loss {scalars['loss/total']:.4f} "
-                          f"({scalars['sec_per_step']:.2f} s/step)", flush=True)
+                    print(
+                        f"epoch {epoch} step {step}/{total} loss {scalars['loss/total']:.4f} "
+                        f"({scalars['sec_per_step']:.2f} s/step)",
+                        flush=True,
+                    )
         last = epoch + 1 == cfg.optim.epochs
-        if evaluate_fn is not None and info.is_main and (last or (cfg.eval_every_epochs and
-                                                                   (epoch + 1) % cfg.eval_every_epochs == 0)):
+        if (
+            evaluate_fn is not None
+            and info.is_main
+            and (last or (cfg.eval_every_epochs and (epoch + 1) % cfg.eval_every_epochs == 0))
+        ):
             metrics = evaluate_fn(model, run_dir / f"eval_epoch{epoch + 1}")
-            logger.log(step, {f"val/{k}": v for k, v in metrics.items() if isinstance(v, float) and math.isfinite(v)},
-                       epoch=epoch)
+            logger.log(
+                step,
+                {f"val/{k}": v for k, v in metrics.items() if isinstance(v, float) and math.isfinite(v)},
+                epoch=epoch,
+            )
         if info.is_main:
-            save_checkpoint(run_dir / "checkpoint.pt", model, cfg, step, epoch + 1, opt, sched, extra, metrics)
+            save_checkpoint(
+                run_dir / "checkpoint.pt", model, cfg, step, epoch + 1, opt, sched, extra, metrics
+            )
     logger.close()
     distributed.cleanup(info)
     return metrics

@@ -19,7 +19,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @torch.no_grad()
-def evaluate_model(model: nn.Module, cfg: RunConfig, out_dir: Path, max_samples: int | None = None) -> dict[str, Any]:
+def evaluate_model(
+    model: nn.Module, cfg: RunConfig, out_dir: Path, max_samples: int | None = None
+) -> dict[str, Any]:
     """Run ``model`` over the val split and score it with the official nuScenes metrics."""
     from distillbev.eval.nuscenes_eval import evaluate, load_nuscenes, split_sample_tokens
     from distillbev.eval.results import detections_to_results, write_results
@@ -47,8 +49,13 @@ def evaluate_model(model: nn.Module, cfg: RunConfig, out_dir: Path, max_samples:
 
 def _meta(cfg: RunConfig) -> dict[str, bool]:
     camera = not cfg.is_teacher or cfg.model == "mvp"
-    return {"use_camera": camera, "use_lidar": cfg.is_teacher, "use_radar": False, "use_map": False,
-            "use_external": False}
+    return {
+        "use_camera": camera,
+        "use_lidar": cfg.is_teacher,
+        "use_radar": False,
+        "use_map": False,
+        "use_external": False,
+    }
 
 
 def build_distillation(cfg: RunConfig, student: nn.Module, teacher: nn.Module) -> nn.Module:
@@ -101,14 +108,25 @@ def run_training(
     t_model = t_cfg = None
     if teacher is not None:
         if cfg.is_teacher:
-            raise ConfigError(f"{files[0]}: a teacher checkpoint was given but the config trains a {cfg.model!r}")
+            raise ConfigError(
+                f"{files[0]}: a teacher checkpoint was given but the config trains a {cfg.model!r}"
+            )
         t_model, t_cfg, _ = load_model(teacher)
         if not t_cfg.is_teacher:
             raise ValueError(f"{teacher} is a {t_cfg.model!r} checkpoint, not a LiDAR teacher")
         # The student's reader must feed the teacher the points it was trained on (MVP: + virtual points).
-        cfg = replace(cfg, data=replace(cfg.data, reader=replace(
-            cfg.data.reader, num_sweeps=t_cfg.data.reader.num_sweeps, virtual_points=t_cfg.model == "mvp"),
-            ), mvp=t_cfg.mvp)
+        cfg = replace(
+            cfg,
+            data=replace(
+                cfg.data,
+                reader=replace(
+                    cfg.data.reader,
+                    num_sweeps=t_cfg.data.reader.num_sweeps,
+                    virtual_points=t_cfg.model == "mvp",
+                ),
+            ),
+            mvp=t_cfg.mvp,
+        )
     name = Path(files[-1]).stem + (f"_from_{Path(teacher).parent.name}" if teacher else "")
     run_dir = Path(out) if out is not None else ROOT / "runs" / name
     print(yaml.safe_dump(to_dict(cfg), sort_keys=False).rstrip())
@@ -123,8 +141,15 @@ def run_training(
         load_state_strict(model, read_checkpoint(init_from)["model"], f"checkpoint {init_from}")
     distill_loss = build_distillation(cfg, model, t_model) if t_model is not None else None
     start = time.time()
-    metrics = train(cfg, run_dir, model, t_model, distill_loss, resume=resume,
-                    evaluate_fn=lambda m, d: evaluate_model(m, cfg, d))
+    metrics = train(
+        cfg,
+        run_dir,
+        model,
+        t_model,
+        distill_loss,
+        resume=resume,
+        evaluate_fn=lambda m, d: evaluate_model(m, cfg, d),
+    )
     metrics["train_minutes"] = (time.time() - start) / 60
     if metrics.get("mAP") is not None:
         print_metrics(metrics, title=f"official nuScenes metrics: {name}")
@@ -140,13 +165,19 @@ def demo_training(data: Path, workdir: Path, seed: int, stages: Sequence[str], s
     student_cfg = [ROOT / "configs" / "student" / "bevdepth.yaml", *scale_files]
     if "teacher" in stages:
         summary["CenterPoint (teacher, LiDAR)"] = run_training(
-            [ROOT / "configs" / "teacher" / "centerpoint_pillar.yaml", *scale_files], workdir / "teacher", common)
+            [ROOT / "configs" / "teacher" / "centerpoint_pillar.yaml", *scale_files],
+            workdir / "teacher",
+            common,
+        )
     if "student" in stages:
         summary["BEVDepth (baseline)"] = run_training(student_cfg, workdir / "student", common)
     if "distill" in stages:
         if not teacher_ckpt.is_file():
             raise FileNotFoundError(f"the distill stage needs the teacher checkpoint {teacher_ckpt}")
         summary["BEVDepth + DistillBEV (CenterPoint)"] = run_training(
-            [*student_cfg, ROOT / "configs" / "distill" / "full.yaml"], workdir / "distilled", common,
-            teacher=teacher_ckpt)
+            [*student_cfg, ROOT / "configs" / "distill" / "full.yaml"],
+            workdir / "distilled",
+            common,
+            teacher=teacher_ckpt,
+        )
     return summary

@@ -7,8 +7,14 @@ from distillbev.structures import CLASS_NAMES, BEVGrid, class_index
 
 
 def _head(nms: str) -> CenterHead:
-    cfg = HeadConfig(share_channels=8, head_channels=8, tasks=(CLASS_NAMES,), circle_radius=(1.0,),
-                     class_aware_nms=True, nms=nms)
+    cfg = HeadConfig(
+        share_channels=8,
+        head_channels=8,
+        tasks=(CLASS_NAMES,),
+        circle_radius=(1.0,),
+        class_aware_nms=True,
+        nms=nms,
+    )
     return CenterHead(8, BEVGrid(cell=3.2), cfg)
 
 

@@ -28,5 +28,7 @@ def test_step_schedule_decays_at_epochs():
 def test_cosine_ends_low():
     cfg = OptimConfig(schedule="cosine", warmup_fraction=0.1)
     assert lr_multiplier(10, 100, cfg, 10) == pytest.approx(1.0)
-    assert lr_multiplier(55, 100, cfg, 10) == pytest.approx(1e-3 + (1 - 1e-3) * (1 + math.cos(math.pi / 2)) / 2)
+    assert lr_multiplier(55, 100, cfg, 10) == pytest.approx(
+        1e-3 + (1 - 1e-3) * (1 + math.cos(math.pi / 2)) / 2
+    )
     assert lr_multiplier(100, 100, cfg, 10) == pytest.approx(1e-3)

@@ -14,18 +14,39 @@ from distillbev.train.loop import train
 from distillbev.train.run import build_distillation, run_training
 
 ROOT = Path(__file__).resolve().parents[2]
-SMOKE = ["optim.epochs=1", "optim.batch_size=2", "data.max_train_samples=4", "data.max_val_samples=2",
-         "log_every_steps=1"]
-TEACHER_SMOKE = ["teacher.pillar_size=3.2", "teacher.fpn_stride=1", "teacher.backbone_strides=[1, 2, 2]",
-                 "teacher.pfn_channels=16", "teacher.backbone_channels=[8, 16, 32]",
-                 "teacher.fpn_channels=[16, 16, 16]", "teacher.head.share_channels=16",
-                 "teacher.head.head_channels=16"]
-STUDENT_SMOKE = ["student.image_size=[32, 96]", "data.reader.image.final_size=[32, 96]",
-                 "student.depth_bins=[1.0, 61.0, 7.5]", "student.context_channels=8", "student.bev_cell=3.2",
-                 "student.tiny_widths=[8, 8, 16, 16]", "student.tiny_stem_width=8", "student.neck_channels=16",
-                 "student.bev_channels=[8, 16, 32]", "student.fpn_channels=16", "student.fpn_mid_channels=16",
-                 "student.depthnet_mid_channels=8", "student.head.share_channels=16",
-                 "student.head.head_channels=16"]
+SMOKE = [
+    "optim.epochs=1",
+    "optim.batch_size=2",
+    "data.max_train_samples=4",
+    "data.max_val_samples=2",
+    "log_every_steps=1",
+]
+TEACHER_SMOKE = [
+    "teacher.pillar_size=3.2",
+    "teacher.fpn_stride=1",
+    "teacher.backbone_strides=[1, 2, 2]",
+    "teacher.pfn_channels=16",
+    "teacher.backbone_channels=[8, 16, 32]",
+    "teacher.fpn_channels=[16, 16, 16]",
+    "teacher.head.share_channels=16",
+    "teacher.head.head_channels=16",
+]
+STUDENT_SMOKE = [
+    "student.image_size=[32, 96]",
+    "data.reader.image.final_size=[32, 96]",
+    "student.depth_bins=[1.0, 61.0, 7.5]",
+    "student.context_channels=8",
+    "student.bev_cell=3.2",
+    "student.tiny_widths=[8, 8, 16, 16]",
+    "student.tiny_stem_width=8",
+    "student.neck_channels=16",
+    "student.bev_channels=[8, 16, 32]",
+    "student.fpn_channels=16",
+    "student.fpn_mid_channels=16",
+    "student.depthnet_mid_channels=8",
+    "student.head.share_channels=16",
+    "student.head.head_channels=16",
+]
 
 
 def _world(smoke_world) -> list[str]:
@@ -35,8 +56,11 @@ def _world(smoke_world) -> list[str]:
 @pytest.fixture(scope="module")
 def teacher_ckpt(smoke_world, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("teacher")
-    run_training([ROOT / "configs/teacher/centerpoint_pillar.yaml"], out,
-                 [*_world(smoke_world), *SMOKE, *TEACHER_SMOKE])
+    run_training(
+        [ROOT / "configs/teacher/centerpoint_pillar.yaml"],
+        out,
+        [*_world(smoke_world), *SMOKE, *TEACHER_SMOKE],
+    )
     return out / "checkpoint.pt"
 
 
@@ -65,7 +89,9 @@ def test_distillation_trains_student_and_adapters_not_teacher(smoke_world, teach
     files = [ROOT / "configs/student/bevdepth.yaml", ROOT / "configs/distill/full.yaml"]
     cfg = load_config(RunConfig, files, [*_world(smoke_world), *SMOKE, *STUDENT_SMOKE])
     teacher, t_cfg, _ = load_model(teacher_ckpt)
-    cfg = replace(cfg, data=replace(cfg.data, reader=replace(cfg.data.reader, num_sweeps=t_cfg.data.reader.num_sweeps)))
+    cfg = replace(
+        cfg, data=replace(cfg.data, reader=replace(cfg.data.reader, num_sweeps=t_cfg.data.reader.num_sweeps))
+    )
     student = build_model(cfg)
     dl = build_distillation(cfg, student, teacher)
     t_before = {k: v.clone() for k, v in teacher.state_dict().items()}
@@ -83,8 +109,14 @@ def test_distillation_trains_student_and_adapters_not_teacher(smoke_world, teach
 
 
 def test_resume_reproduces_uninterrupted_run(smoke_world, tmp_path):
-    over = [*_world(smoke_world), "optim.epochs=2", "optim.batch_size=2", "data.max_train_samples=4",
-            "log_every_steps=1", *TEACHER_SMOKE]
+    over = [
+        *_world(smoke_world),
+        "optim.epochs=2",
+        "optim.batch_size=2",
+        "data.max_train_samples=4",
+        "log_every_steps=1",
+        *TEACHER_SMOKE,
+    ]
     cfg = load_config(RunConfig, [ROOT / "configs/teacher/centerpoint_pillar.yaml"], over)
     torch.manual_seed(0)
     full = build_model(cfg)
