@@ -202,7 +202,6 @@ def score_checkpoint(
 
 def render_masks(teacher: Path, student: Path, out: Path, index: int, distill_cfg: Path | None) -> list[Path]:
     """``distillbev viz masks``: the distillation masks of one val sample, per distilled layer."""
-    from dataclasses import replace
 
     import torch
 
@@ -211,7 +210,7 @@ def render_masks(teacher: Path, student: Path, out: Path, index: int, distill_cf
     from distillbev.train.checkpoint import load_model, load_state_strict
     from distillbev.train.config import RunConfig
     from distillbev.train.data import make_dataset
-    from distillbev.train.run import build_distillation
+    from distillbev.train.run import build_distillation, with_teacher_points
     from distillbev.viz.features import render_distill_maps
 
     t_model, t_cfg, _ = load_model(teacher)
@@ -222,17 +221,7 @@ def render_masks(teacher: Path, student: Path, out: Path, index: int, distill_cf
         )
     if distill_cfg is not None:
         s_cfg = load_config(RunConfig, [distill_cfg], base=s_cfg)
-    s_cfg = replace(
-        s_cfg,
-        data=replace(
-            s_cfg.data,
-            reader=replace(
-                s_cfg.data.reader,
-                num_sweeps=t_cfg.data.reader.num_sweeps,
-                virtual_points=t_cfg.model == "mvp",
-            ),
-        ),
-    )
+    s_cfg = with_teacher_points(s_cfg, t_cfg)
     ds = make_dataset(s_cfg, train=False)
     if not 0 <= index < len(ds):
         raise IndexError(f"sample index {index} outside the val split ({len(ds)} samples)")

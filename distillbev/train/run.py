@@ -87,6 +87,15 @@ def build_distillation(cfg: RunConfig, student: nn.Module, teacher: nn.Module) -
     )
 
 
+def with_teacher_points(cfg: RunConfig, t_cfg: RunConfig) -> RunConfig:
+    """The student's reader must feed the teacher the points it was trained on (sweeps; MVP: + virtual
+    points from the same mask source)."""
+    reader = replace(
+        cfg.data.reader, num_sweeps=t_cfg.data.reader.num_sweeps, virtual_points=t_cfg.model == "mvp"
+    )
+    return replace(cfg, data=replace(cfg.data, reader=reader), mvp=t_cfg.mvp)
+
+
 def run_training(
     files: Sequence[Path],
     out: Path | None,
@@ -114,19 +123,7 @@ def run_training(
         t_model, t_cfg, _ = load_model(teacher)
         if not t_cfg.is_teacher:
             raise ValueError(f"{teacher} is a {t_cfg.model!r} checkpoint, not a LiDAR teacher")
-        # The student's reader must feed the teacher the points it was trained on (MVP: + virtual points).
-        cfg = replace(
-            cfg,
-            data=replace(
-                cfg.data,
-                reader=replace(
-                    cfg.data.reader,
-                    num_sweeps=t_cfg.data.reader.num_sweeps,
-                    virtual_points=t_cfg.model == "mvp",
-                ),
-            ),
-            mvp=t_cfg.mvp,
-        )
+        cfg = with_teacher_points(cfg, t_cfg)
     name = Path(files[-1]).stem + (f"_from_{Path(teacher).parent.name}" if teacher else "")
     run_dir = Path(out) if out is not None else ROOT / "runs" / name
     print(yaml.safe_dump(to_dict(cfg), sort_keys=False).rstrip())

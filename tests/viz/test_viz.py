@@ -109,12 +109,10 @@ def test_bev_png(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def world_sample(viz_world):
+def world_sample(smoke_world):
     """The first val sample of the smoke world, loaded for viz with the devkit."""
-    (version,) = [p.name for p in viz_world.iterdir() if p.name.startswith("v1.0-")]
-    nusc = load_nuscenes(viz_world, version)
-    (split,) = [k for k in json.loads((viz_world / version / "splits.json").read_text()) if k.endswith("val")]
-    token = split_sample_tokens(nusc, split)[0]
+    nusc = load_nuscenes(smoke_world.dataroot, smoke_world.version)
+    token = split_sample_tokens(nusc, smoke_world.val_split)[0]
     return nusc, load_sample_for_viz(nusc, token)
 
 
@@ -130,7 +128,7 @@ def _coverage(drawn: np.ndarray, target: np.ndarray) -> float:
     return w * h / ((target[2] - target[0]) * (target[3] - target[1]))
 
 
-def test_projected_boxes_land_on_instance_masks(viz_world, world_sample):
+def test_projected_boxes_land_on_instance_masks(smoke_world, world_sample):
     """Each visible object's drawn box encloses its rendered instance-mask pixels (and another
     object's box does not): checks K, camera->LiDAR poses and the box frame of load_sample_for_viz."""
     _, s = world_sample
@@ -138,8 +136,9 @@ def test_projected_boxes_land_on_instance_masks(viz_world, world_sample):
     for c, cam in enumerate(CAMERA_NAMES):
         image = Path(s["image_paths"][c])
         stem = image.name[: -len(image.suffix)]
-        mask = np.asarray(Image.open(viz_world / "masks" / cam / f"{stem}.png"))
-        instances = json.loads((viz_world / "masks" / cam / f"{stem}.json").read_text())["instances"]
+        masks = Path(smoke_world.dataroot) / "masks" / cam
+        mask = np.asarray(Image.open(masks / f"{stem}.png"))
+        instances = json.loads((masks / f"{stem}.json").read_text())["instances"]
         for inst in instances:
             m = mask == inst["id"]
             if m.sum() < 50 or inst["annotation_token"] not in s["ann_tokens"]:
