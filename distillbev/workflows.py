@@ -179,19 +179,13 @@ def score_checkpoint(
     """Run a checkpoint's model on a split and score it with the official metrics."""
     from dataclasses import replace
 
-    from distillbev.config import config_from_dict, parse_override, to_dict
     from distillbev.io import write_json
     from distillbev.train.checkpoint import load_model
     from distillbev.train.config import RunConfig
     from distillbev.train.run import evaluate_model
 
     model, cfg, _ = load_model(checkpoint)
-    data = to_dict(cfg)
-    for o in overrides:
-        from distillbev.config import _merge
-
-        data = _merge(data, parse_override(o))
-    cfg = config_from_dict(RunConfig, data, f"{checkpoint} with --set")
+    cfg = load_config(RunConfig, [], overrides, base=cfg)
     cfg = replace(cfg, data=replace(cfg.data, dataroot=str(dataroot), version=version, val_split=split))
     out_dir = Path(checkpoint).parent / f"eval_{split}"
     metrics = evaluate_model(model, cfg, out_dir)
