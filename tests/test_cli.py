@@ -109,3 +109,18 @@ def test_every_preset_loads():
         load_config(RunConfig, [f])
     for f in sorted((root / "distill").glob("*.yaml")):
         load_config(RunConfig, [root / "student" / "bevdepth.yaml", f])
+
+
+def test_viz_sample_writes_pictures(smoke_world, tmp_path):
+    r = runner.invoke(
+        app,
+        ["viz", "sample", "--dataroot", str(smoke_world.dataroot), "--out", str(tmp_path), "--index", "1"],
+    )
+    assert r.exit_code == 0, r.output
+    for name in ("cameras_0001.png", "bev_0001.png"):
+        assert (tmp_path / name).stat().st_size > 1000
+    r = runner.invoke(
+        app,
+        ["viz", "sample", "--dataroot", str(smoke_world.dataroot), "--out", str(tmp_path), "--index", "99"],
+    )
+    assert r.exit_code == 2 and "outside split" in r.output
