@@ -1,13 +1,14 @@
 """Time and size of ``distillbev make-data`` for a preset.
 
-    python benchmarks/make_data.py --preset small [--seed 0]
+    nice python benchmarks/make_data.py --preset small [--seed 0] [--set workers=1 ...] [--keep DIR]
 
-Prints wall time, samples, seconds per sample and the size on disk.
+Prints the wall time, samples, seconds per sample and the size on disk.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import tempfile
 import time
@@ -25,28 +26,29 @@ def main() -> None:
     ap.add_argument("--preset", default="small", choices=("smoke", "small", "medium"))
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument(
+        "--set", dest="overrides", action="append", default=[], help="WorldConfig override key=value"
+    )
+    ap.add_argument(
         "--keep", type=Path, default=None, help="keep the world here instead of a temporary folder"
     )
     args = ap.parse_args()
-    cfg = load_config(WorldConfig, [ROOT / "configs" / "data" / f"{args.preset}.yaml"])
+    cfg = load_config(WorldConfig, [ROOT / "configs" / "data" / f"{args.preset}.yaml"], args.overrides)
     tmp = Path(tempfile.mkdtemp(prefix="bench_world_"))
     out = args.keep or tmp / "world"
     start = time.perf_counter()
-    summary = generate_world(cfg, out, seed=args.seed)
+    summary = generate_world(cfg, out, seed=args.seed, progress=True)
     seconds = time.perf_counter() - start
-    print(f"preset            {args.preset}")
-    print(f"scenes x samples  {cfg.num_scenes} x {cfg.samples_per_scene} = {summary['samples']}")
+    samples = summary["samples"]
+    print(f"preset            {args.preset} (seed {args.seed}, {os.cpu_count()} CPUs, workers {cfg.workers})")
+    print(f"scenes x samples  {cfg.num_scenes} x {cfg.samples_per_scene} = {samples}")
     print(
-        f"images            6 x {cfg.image_width}x{cfg.image_height}, LiDAR 32 x {cfg.lidar_azimuth_steps}, "
-        f"{cfg.sweeps_per_keyframe} sweeps/key frame, workers {cfg.workers}"
+        f"sensors           6 x {cfg.image_width}x{cfg.image_height} images, LiDAR {cfg.lidar_beams} x "
+        f"{cfg.lidar_azimuth_steps}, {cfg.sweeps_per_keyframe} sweeps/key frame"
     )
     print(f"wall time         {seconds:.1f} s ({seconds / 60:.2f} min)")
-    print(f"per sample        {seconds / summary['samples'] * 1000:.0f} ms")
-    print(
-        f"size on disk      {summary['megabytes']:.1f} MB "
-        f"({summary['megabytes'] / summary['samples']:.2f} MB/sample)"
-    )
-    print(f"annotations       {summary['annotations']}")
+    print(f"per sample        {seconds / samples:.3f} s")
+    print(f"size on disk      {summary['megabytes']:.1f} MB ({summary['megabytes'] / samples:.2f} MB/sample)")
+    print(f"annotations       {summary['annotations']} ({summary['annotations'] / samples:.1f}/sample)")
     shutil.rmtree(tmp, ignore_errors=True)
 
 

@@ -17,6 +17,8 @@ def _stack(arrays: list[np.ndarray | None]) -> torch.Tensor | None:
 
 def collate(samples: list[Sample]) -> Batch:
     """Stack fixed-size fields; keep variable-size ones (points, boxes) as lists of tensors."""
+    if not samples:
+        raise ValueError("collate needs at least one sample")
     images = _stack([s.images for s in samples])
     n_cam = samples[0].intrinsics.shape[0]
     if images is None:  # LiDAR-only runs: a zero-size image placeholder keeps Batch's types simple

@@ -10,10 +10,19 @@ class ImageAugConfig:
     """Per-camera image augmentation (BEVDet style), folded into post_rot / post_tran."""
 
     final_size: tuple[int, int] = (64, 176)  # network input (H, W); full scale (256, 704)
-    resize_jitter: tuple[float, float] = (-0.06, 0.11)  # added to the base resize (train)
-    test_resize_offset: float = 0.0  # added to the base resize at test time
+    # resize r = final W / source W + U(jitter) (train) or + test_resize_offset (test); BEVDet's values
+    resize_jitter: tuple[float, float] = (-0.06, 0.11)
+    test_resize_offset: float = 0.04
     flip: bool = True  # random horizontal flip (p = 0.5, train)
     rotate_deg: float = 5.4  # rotation drawn from U(-r, r) degrees (train)
+
+    def __post_init__(self) -> None:
+        if len(self.final_size) != 2 or min(self.final_size) < 1:
+            raise ValueError(f"final_size must be (H, W) > 0, got {self.final_size}")
+        if self.resize_jitter[0] > self.resize_jitter[1]:
+            raise ValueError(f"resize_jitter must be (low, high) with low <= high, got {self.resize_jitter}")
+        if self.rotate_deg < 0:
+            raise ValueError(f"rotate_deg must be >= 0, got {self.rotate_deg}")
 
 
 @dataclass(frozen=True)
@@ -25,6 +34,12 @@ class BEVAugConfig:
     flip_x: bool = True  # p = 0.5 each
     flip_y: bool = True
 
+    def __post_init__(self) -> None:
+        if not 0 < self.scale[0] <= self.scale[1]:
+            raise ValueError(f"scale must be (low, high) with 0 < low <= high, got {self.scale}")
+        if self.rotate < 0:
+            raise ValueError(f"rotate must be >= 0, got {self.rotate}")
+
 
 @dataclass(frozen=True)
 class ReaderConfig:
@@ -32,7 +47,10 @@ class ReaderConfig:
 
     num_sweeps: int = 2  # previous LiDAR sweeps merged into the key frame (full scale: 9)
     point_range: tuple[float, ...] = (-51.2, -51.2, -5.0, 51.2, 51.2, 3.0)  # x, y, z min then max (m)
-    remove_close: float = 1.0  # drop points within this radius of the sensor (m)
+    remove_close: float = (
+        1.0  # drop points with |x| and |y| < this in their sensor's frame (m), as the devkit
+    )
+    pad_empty_sweeps: bool = True  # no earlier sweep (scene start): repeat the key frame num_sweeps times
     drop_empty_boxes: bool = True  # drop GT boxes with no LiDAR/radar point (the devkit ignores them too)
     load_images: bool = True  # teachers need no images
     load_prev: bool = True  # the previous key frame's images (temporal students)

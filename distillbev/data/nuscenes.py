@@ -3,8 +3,8 @@
 Per sample: the 6 images (augmented, normalised) with intrinsics, camera->LiDAR and post_rot/post_tran;
 the key-frame LiDAR plus previous sweeps in the key LiDAR frame with a time-lag channel; the previous
 key frame's images lifted into the current LiDAR frame (temporal students); GT boxes in the LiDAR
-frame; per-camera depth targets from the key-frame LiDAR. Everything 3D goes through the same BEV
-augmentation.
+frame; per-camera depth targets from the key-frame LiDAR (before the BEV augmentation). Everything 3D
+then goes through the same BEV augmentation (architectures §10, method §9.2).
 """
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import torch
 from torch.utils.data import Dataset
 
 from distillbev.data.augment import (
+    ImageAug,
     bev_matrix,
     image_affine,
     post_matrices,
@@ -27,31 +27,34 @@ from distillbev.data.augment import (
 )
 from distillbev.data.config import ReaderConfig
 from distillbev.data.depth import depth_map
-from distillbev.data.index import SampleRecord, load_index
+from distillbev.data.geometry import invert_rigid
+from distillbev.data.index import SampleIndex, SampleRecord, load_index
 
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
+MIN_INDEXED_SWEEPS = 10  # the index always holds at least this many sweeps, so one cache serves all runs
 
 
 @dataclass
 class Sample:
-    """One read sample (numpy); ``collate`` turns a list of these into a ``Batch``."""
+    """One read sample (numpy); ``collate`` turns a list of these into a ``Batch`` (same field meanings)."""
 
     token: str
-    images: np.ndarray | None  # (N, 3, H, W) float32 normalised
-    intrinsics: np.ndarray  # (N, 3, 3)
-    cam2lidar: np.ndarray  # (N, 4, 4), BEV augmentation folded in
+    images: np.ndarray | None  # (N, 3, H, W) float32 normalised; None when images are not loaded
+    intrinsics: np.ndarray  # (N, 3, 3) K of the stored (un-augmented) image
+    cam2lidar: np.ndarray  # (N, 4, 4) camera -> augmented key LiDAR frame (BEV augmentation folded in)
     post_rot: np.ndarray  # (N, 3, 3)
     post_tran: np.ndarray  # (N, 3)
-    depth: np.ndarray | None  # (N, H, W)
-    points: np.ndarray  # (P, C) x, y, z, intensity, time lag [, MVP channels]
-    boxes: np.ndarray  # (M, 9)
-    labels: np.ndarray  # (M,)
+    depth: np.ndarray | None  # (N, H, W) key-frame LiDAR depth per augmented pixel, 0 = none
+    points: np.ndarray  # (P, C) float32 x, y, z, intensity, time lag [, MVP channels]
+    boxes: np.ndarray  # (M, 9) float64 x, y, z, l, w, h, yaw, vx, vy
+    labels: np.ndarray  # (M,) int64
+    velocity_valid: np.ndarray  # (M,) bool, False where nuScenes has no velocity (stored as 0)
     bev_aug: np.ndarray  # (4, 4)
     lidar2global: np.ndarray  # (4, 4), un-augmented LiDAR frame -> global
-    prev_images: np.ndarray | None
-    prev_cam2lidar: np.ndarray | None
-    prev_dt: float
+    prev_images: np.ndarray | None  # (N, 3, H, W), the current images again when has_prev is False
+    prev_cam2lidar: np.ndarray | None  # (N, 4, 4) previous camera -> augmented current LiDAR frame
+    prev_dt: float  # s between the previous and the current key frame (0 when duplicated)
     has_prev: bool
 
 
@@ -62,26 +65,66 @@ def read_points(path: Path) -> np.ndarray:
     raw = np.fromfile(path, dtype=np.float32)
     if raw.size % 5:
         raise ValueError(
-            f"corrupt point cloud {path}: {raw.size * 4} bytes is not a whole number of 5-float points"
+            f"corrupt point cloud {path}: {path.stat().st_size} bytes is not a whole number of "
+            "5-float32 points"
         )
     pts = raw.reshape(-1, 5)
     if not np.isfinite(pts[:, :4]).all():
-        raise ValueError(f"corrupt point cloud {path}: non-finite coordinates or intensity")
+        raise ValueError(f"corrupt point cloud {path}: non-finite (NaN/inf) coordinates or intensity")
     return pts
 
 
 def read_image(path: Path) -> np.ndarray:
-    """An RGB uint8 image; a clear error if it is missing or unreadable."""
+    """An RGB uint8 image ``(H, W, 3)``; a clear error if it is missing or unreadable."""
     if not path.is_file():
         raise FileNotFoundError(f"image file not found: {path}")
     img = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if img is None:
-        raise ValueError(f"unreadable image file: {path}")
-    return img[..., ::-1]
+        raise ValueError(f"unreadable (corrupt or not an image) file: {path}")
+    return np.ascontiguousarray(img[..., ::-1])
+
+
+def remove_close(points: np.ndarray, radius: float) -> np.ndarray:
+    """Drop points with ``|x| < radius`` and ``|y| < radius`` (the devkit's and mmdet3d's square)."""
+    if radius <= 0:
+        return points
+    close = (np.abs(points[:, 0]) < radius) & (np.abs(points[:, 1]) < radius)
+    return points[~close]
+
+
+def load_points(dataroot: Path, rec: SampleRecord, cfg: ReaderConfig) -> tuple[np.ndarray, int]:
+    """The LiDAR input of a key frame in its (un-augmented) LiDAR frame: ``(P, 5)`` float32 rows x, y, z,
+    intensity, time lag (s), and the number of leading rows that are the key frame itself.
+
+    The key frame comes first, then ``cfg.num_sweeps`` earlier sweeps (newest first), each cleaned with
+    ``remove_close`` in its own sensor frame and moved into the key frame. With no earlier sweep at all
+    (a scene start) and ``pad_empty_sweeps``, the key frame is repeated instead (mmdet3d).
+    """
+    key = remove_close(read_points(dataroot / rec.lidar_path), cfg.remove_close)
+    key = np.concatenate([key[:, :4], np.zeros((len(key), 1), np.float32)], 1)
+    parts = [key]
+    for sweep in rec.sweeps[: cfg.num_sweeps]:
+        pts = remove_close(read_points(dataroot / sweep.path), cfg.remove_close)[:, :4].astype(np.float64)
+        pts = transform_points(pts, sweep.sweep2key).astype(np.float32)
+        parts.append(np.concatenate([pts, np.full((len(pts), 1), sweep.time_lag, np.float32)], 1))
+    if cfg.num_sweeps > 0 and not rec.sweeps and cfg.pad_empty_sweeps:
+        parts += [key] * cfg.num_sweeps
+    return np.concatenate(parts).astype(np.float32), len(key)
+
+
+def normalise_image(img: np.ndarray) -> np.ndarray:
+    """uint8 RGB ``(H, W, 3)`` -> float32 ``(3, H, W)`` with ImageNet mean/std."""
+    out = img.astype(np.float32) / 255.0
+    return ((out - IMAGENET_MEAN) / IMAGENET_STD).transpose(2, 0, 1)
 
 
 class NuScenesDataset(Dataset):
-    """Samples of one split of a nuScenes-format dataroot (``train`` enables augmentation)."""
+    """Samples of one split of a nuScenes-format dataroot (``train`` enables augmentation).
+
+    ``version``/``split``: e.g. ``v1.0-synthetic``/``synth_train`` (custom splits from
+    ``<version>/splits.json``), ``v1.0-mini``/``mini_val``, ``v1.0-trainval``/``train``. Augmentation
+    draws are a fixed function of ``(seed, epoch, index)``; ``set_epoch`` changes them.
+    """
 
     def __init__(
         self,
@@ -95,7 +138,9 @@ class NuScenesDataset(Dataset):
     ):
         self.root = Path(dataroot)
         self.version, self.split, self.cfg, self.train = version, split, cfg, train
-        self.records: list[SampleRecord] = load_index(self.root, version, split, max(cfg.num_sweeps, 10))
+        self.records: SampleIndex = load_index(
+            self.root, version, split, max(cfg.num_sweeps, MIN_INDEXED_SWEEPS)
+        )
         self.seed = seed
         self.epoch = 0
         self._mvp = mvp
@@ -111,109 +156,111 @@ class NuScenesDataset(Dataset):
 
     def sample_tokens(self) -> list[str]:
         """Tokens in index order."""
-        return [r.token for r in self.records]
+        return list(self.records.tokens)
 
-    def load_points(self, rec: SampleRecord) -> np.ndarray:
-        """Key frame + ``num_sweeps`` sweeps in the key LiDAR frame: (P, 5) x, y, z, intensity, time lag."""
-        key = read_points(self.root / rec.lidar_path)
-        parts = [np.concatenate([key[:, :4], np.zeros((len(key), 1), np.float32)], 1)]
-        for path, m, dt in rec.sweeps[: self.cfg.num_sweeps]:
-            sw = read_points(self.root / path)
-            sw = sw[np.hypot(sw[:, 0], sw[:, 1]) >= self.cfg.remove_close]
-            sw = transform_points(sw[:, :4].astype(np.float64), m).astype(np.float32)
-            parts.append(np.concatenate([sw, np.full((len(sw), 1), dt, np.float32)], 1))
-        pts = np.concatenate(parts)
-        return pts[np.hypot(pts[:, 0], pts[:, 1]) >= self.cfg.remove_close]
+    def set_epoch(self, epoch: int) -> None:
+        """Change the augmentation draw (called by the training loop each epoch)."""
+        self.epoch = epoch
 
-    def _cameras(self, rec: SampleRecord, g2l: np.ndarray, affines: list, rng: np.random.Generator | None):
-        """Images (or None), K, camera->LiDAR, post_rot, post_tran of a record's cameras. ``affines`` holds
-        one image augmentation per camera: drawn on the first call, reused (previous frame) after."""
-        imgs, Ks, c2l, prots, ptrans = [], [], [], [], []
-        for i, cam in enumerate(rec.cameras):
-            c2l.append(g2l @ cam.cam2global)
-            Ks.append(cam.intrinsics)
-            if len(affines) <= i:
-                affines.append(image_affine(cam.size, self.cfg.image, rng))
-            A, b = affines[i]
-            if self.cfg.load_images:
-                img = read_image(self.root / cam.path)
-                if img.shape[:2] != cam.size:
-                    raise ValueError(
-                        f"{self.root / cam.path}: image is {img.shape[:2]}, the tables say {cam.size}"
-                    )
-                out = warp_image(img, A, b, self.cfg.image.final_size).astype(np.float32) / 255.0
-                imgs.append(((out - IMAGENET_MEAN) / IMAGENET_STD).transpose(2, 0, 1))
-            pr, pt = post_matrices(A, b)
-            prots.append(pr)
-            ptrans.append(pt)
-        images = np.stack(imgs).astype(np.float32) if imgs else None
-        return images, np.stack(Ks), np.stack(c2l), np.stack(prots), np.stack(ptrans)
+    def _rngs(self, i: int) -> tuple[np.random.Generator | None, np.random.Generator | None]:
+        """Independent image and BEV augmentation streams of sample ``i`` (None: no augmentation)."""
+        if not self.train:
+            return None, None
+        img = np.random.default_rng([self.seed, self.epoch, i, 0]) if self.cfg.image_aug else None
+        bev = np.random.default_rng([self.seed, self.epoch, i, 1]) if self.cfg.bev_aug else None
+        return img, bev
 
-    def __getitem__(self, i: int) -> Sample:
-        rec = self.records[i]
-        rng = np.random.default_rng([self.seed, self.epoch, i]) if self.train else None
-        g2l = np.linalg.inv(rec.lidar2global)
-        affines: list = []
-        img_rng = rng if (rng is not None and self.cfg.image_aug) else None
-        images, Ks, c2l, prot, ptran = self._cameras(rec, g2l, affines, img_rng)
-        points = self.load_points(rec)
-        depth = None
-        if self.cfg.load_images:
-            key = points[points[:, 4] == 0]
-            depth = np.stack(
-                [
-                    depth_map(key, Ks[c], c2l[c], prot[c], ptran[c], self.cfg.image.final_size)
-                    for c in range(len(Ks))
-                ]
-            )
+    def _images(self, rec: SampleRecord, augs: list[ImageAug]) -> np.ndarray | None:
+        """A record's 6 augmented, normalised images ``(N, 3, H, W)`` (None when images are off)."""
+        if not self.cfg.load_images:
+            return None
+        out = []
+        for cam, aug in zip(rec.cameras, augs, strict=True):
+            path = self.root / cam.path
+            img = read_image(path)
+            if img.shape[:2] != cam.size:
+                raise ValueError(f"{path}: image is {img.shape[:2]} (H, W), sample_data says {cam.size}")
+            out.append(normalise_image(warp_image(img, aug)))
+        return np.stack(out)
+
+    def points(
+        self, rec: SampleRecord, intrinsics: np.ndarray, cam2lidar: np.ndarray
+    ) -> tuple[np.ndarray, int]:
+        """``load_points`` plus the MVP painted/virtual points when the config asks for them (un-augmented
+        frame); returns the points and the number of leading key-frame rows."""
+        points, num_key = load_points(self.root, rec, self.cfg)
         if self._mask_source is not None:
             from distillbev.models.mvp import mvp_points_for_sample
 
             files = [(cam.channel, cam.path) for cam in rec.cameras]
             points = mvp_points_for_sample(
-                points, files, Ks, c2l, self._mask_source, self._mvp, key=rec.token
+                points, files, intrinsics, cam2lidar, self._mask_source, self._mvp, key=rec.token
             )
-        boxes, labels = rec.boxes, rec.labels
-        if self.cfg.drop_empty_boxes:
-            keep = rec.num_points > 0
-            boxes, labels = boxes[keep], labels[keep]
+        return points, num_key
+
+    def __getitem__(self, i: int) -> Sample:
+        rec = self.records[i]
+        img_rng, bev_rng = self._rngs(i)
+        g2l = invert_rigid(rec.lidar2global)
+        augs = [image_affine(cam.size, self.cfg.image, img_rng) for cam in rec.cameras]
+        post = [post_matrices(a) for a in augs]
+        post_rot = np.stack([p[0] for p in post])  # (N, 3, 3)
+        post_tran = np.stack([p[1] for p in post])  # (N, 3)
+        intrinsics = np.stack([cam.intrinsics for cam in rec.cameras])  # (N, 3, 3)
+        cam2lidar = np.stack([g2l @ cam.cam2global for cam in rec.cameras])  # (N, 4, 4)
+        images = self._images(rec, augs)
+
+        points, num_key = self.points(rec, intrinsics, cam2lidar)
+        depth = None
+        if self.cfg.load_images:  # key frame only, before the BEV augmentation (architectures §8.2)
+            key = points[:num_key]
+            fh_fw = self.cfg.image.final_size
+            depth = np.stack(
+                [
+                    depth_map(key, intrinsics[c], cam2lidar[c], post_rot[c], post_tran[c], fh_fw)
+                    for c in range(len(intrinsics))
+                ]
+            )
+
+        keep = rec.num_points > 0 if self.cfg.drop_empty_boxes else np.ones(len(rec.boxes), dtype=bool)
+        boxes, labels, vel_ok = rec.boxes[keep], rec.labels[keep], rec.velocity_valid[keep]
+
         prev_images = prev_c2l = None
-        prev_dt, has_prev = 0.5, False
+        prev_dt, has_prev = 0.0, False
         if self.cfg.load_prev:
-            if rec.prev >= 0:
+            if rec.prev >= 0:  # the same image augmentation draw per camera (architectures §6.1)
                 prev = self.records[rec.prev]
-                prev_images, _, prev_c2l, _, _ = self._cameras(prev, g2l, affines, img_rng)
+                prev_images = self._images(prev, augs)
+                prev_c2l = np.stack([g2l @ cam.cam2global for cam in prev.cameras])
                 prev_dt, has_prev = (rec.timestamp - prev.timestamp) / 1e6, True
             else:
-                prev_images, prev_c2l = images, c2l.copy()
-        m = bev_matrix(self.cfg.bev, rng) if (rng is not None and self.cfg.bev_aug) else np.eye(4)
-        points = transform_points(points.astype(np.float64), m).astype(np.float32)
-        boxes = transform_boxes(boxes, m)
-        c2l = m @ c2l
-        if prev_c2l is not None:
-            prev_c2l = m @ prev_c2l
+                prev_images, prev_c2l = images, cam2lidar.copy()
+
+        m = np.eye(4)
+        if bev_rng is not None:
+            m = bev_matrix(self.cfg.bev, bev_rng)
+            points = transform_points(points.astype(np.float64), m).astype(np.float32)
+            boxes = transform_boxes(boxes, m)
+            cam2lidar = m @ cam2lidar
+            if prev_c2l is not None:
+                prev_c2l = m @ prev_c2l
+
         x0, y0, z0, x1, y1, z1 = self.cfg.point_range
-        inside = (
-            (points[:, 0] >= x0)
-            & (points[:, 0] < x1)
-            & (points[:, 1] >= y0)
-            & (points[:, 1] < y1)
-            & (points[:, 2] >= z0)
-            & (points[:, 2] < z1)
-        )
-        points = points[inside]
+        px, py, pz = points[:, 0], points[:, 1], points[:, 2]
+        points = points[(px >= x0) & (px < x1) & (py >= y0) & (py < y1) & (pz >= z0) & (pz < z1)]
         in_range = (boxes[:, 0] >= x0) & (boxes[:, 0] < x1) & (boxes[:, 1] >= y0) & (boxes[:, 1] < y1)
         return Sample(
             token=rec.token,
             images=images,
-            intrinsics=Ks,
-            cam2lidar=c2l,
-            post_rot=prot,
-            post_tran=ptran,
+            intrinsics=intrinsics,
+            cam2lidar=cam2lidar,
+            post_rot=post_rot,
+            post_tran=post_tran,
             depth=depth,
             points=points,
             boxes=boxes[in_range],
             labels=labels[in_range],
+            velocity_valid=vel_ok[in_range],
             bev_aug=m,
             lidar2global=rec.lidar2global,
             prev_images=prev_images,
@@ -221,12 +268,3 @@ class NuScenesDataset(Dataset):
             prev_dt=prev_dt,
             has_prev=has_prev,
         )
-
-    def set_epoch(self, epoch: int) -> None:
-        """Change the augmentation draw (called by the training loop each epoch)."""
-        self.epoch = epoch
-
-
-def to_tensor(x: np.ndarray | None) -> torch.Tensor | None:
-    """numpy -> float32 tensor (None passes through)."""
-    return None if x is None else torch.from_numpy(np.ascontiguousarray(x)).float()
