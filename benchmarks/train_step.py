@@ -1,17 +1,23 @@
 """Step time and peak memory of teachers, students and distillation (forward + backward + AdamW).
 
     python benchmarks/train_step.py [--scale tiny|full] [--batch 2] [--steps 5] [--device cpu|cuda]
+                                    [--models centerpoint,mvp,bevdet,...] [--points N]
 
-Uses random inputs shaped like real batches (no dataset needed). Prints one table with ms/step,
-ms/sample, peak memory, and the distillation overhead as a ratio to the student-only step.
+Uses random inputs shaped like real batches (no dataset needed). Each model runs in its own process
+(so the peak memory is that model's: the CUDA allocator's peak, or the process's max RSS on CPU), and
+the parent prints one table with ms/step, ms/sample, peak memory, and the distillation overhead as a
+ratio to the student-only step (both measured in the same process, so the ratio is one run's).
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
+import json
 import resource
 import statistics
+import subprocess
+import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -91,83 +97,107 @@ def time_steps(fn, steps: int, device: str) -> float:
     return statistics.median(times)
 
 
+MODELS = {
+    "centerpoint": "teacher/centerpoint_pillar",
+    "mvp": "teacher/mvp",
+    "bevdet": "student/bevdet",
+    "bevdepth": "student/bevdepth",
+    "bevdet4d": "student/bevdet4d",
+    "bevdepth4d": "student/bevdepth4d",
+}
+#: Points per sample: our tiny teachers read 3 sweeps (~110k points); nuScenes with 10 sweeps ~300k.
+DEFAULT_POINTS = {"tiny": 110000, "full": 300000}
+
+
+def measure(name: str, args: argparse.Namespace) -> list[tuple[str, float, float, float | None]]:
+    """Rows ``(label, s/step, peak MB, distill ratio)`` of one model (and its distilled step)."""
+    suffix = "" if args.scale == "tiny" else "_full"
+    cfg = load_config(RunConfig, [ROOT / f"configs/{MODELS[name]}{suffix}.yaml"])
+    model = build_model(cfg).to(args.device)
+    opt = torch.optim.AdamW(model.parameters(), 1e-4)
+    feats = 17 if name == "mvp" else 5
+    batch = fake_batch(cfg, args.batch, args.points, args.device, feats)
+    if args.device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+
+    def step(model=model, opt=opt, batch=batch):
+        taps, preds = model(batch)
+        sum(model.loss(batch, taps, preds).values()).backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    sec = time_steps(step, args.steps, args.device)
+    rows = [(name, sec, peak_mb(args.device), None)]
+    if cfg.is_teacher:
+        return rows
+    teacher_cfg = load_config(RunConfig, [ROOT / f"configs/teacher/centerpoint_pillar{suffix}.yaml"])
+    teacher = build_model(teacher_cfg).to(args.device)
+    cfg = replace(cfg, distill=load_config(RunConfig, [ROOT / "configs/distill/full.yaml"]).distill)
+    tbatch = fake_batch(cfg, args.batch, args.points, args.device, 5)
+    with torch.no_grad():
+        s_taps, t_taps = model.forward_bev(batch), teacher.eval().forward_bev(tbatch)
+    layers, grid = cfg.distill.layers, cfg.student.bev_grid()
+    dl = DistillLoss(
+        cfg.distill,
+        {n: s_taps[n].shape[1] for n in layers},
+        {n: t_taps[n].shape[1] for n in layers},
+        {n: tuple(s_taps[n].shape[-2:]) for n in layers},
+        {n: tuple(t_taps[n].shape[-2:]) for n in layers},
+        {n: grid.scaled(grid.shape[0] / t_taps[n].shape[-2]) for n in layers},
+    ).to(args.device)
+    opt2 = torch.optim.AdamW(list(model.parameters()) + list(dl.parameters()), 1e-4)
+    del s_taps, t_taps
+    gc.collect()
+
+    def dstep(model=model, opt2=opt2, batch=batch, dl=dl, tbatch=tbatch):
+        taps, preds = model(batch)
+        losses = model.loss(batch, taps, preds)
+        with torch.no_grad():
+            tt = teacher.forward_bev(tbatch)
+            score = teacher.head.score_map(teacher.forward_head(tt))
+            gt = model.head.gt_score_map(model.head.build_targets(batch.gt_boxes, batch.gt_labels))
+        losses |= dl(taps, tt, batch.gt_boxes, score, gt)
+        sum(losses.values()).backward()
+        opt2.step()
+        opt2.zero_grad(set_to_none=True)
+
+    dsec = time_steps(dstep, args.steps, args.device)
+    rows.append((f"{name} + DistillBEV", dsec, peak_mb(args.device), dsec / sec))
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--scale", default="tiny", choices=("tiny", "full"))
     ap.add_argument("--batch", type=int, default=2)
     ap.add_argument("--steps", type=int, default=5)
-    ap.add_argument("--points", type=int, default=60000)
+    ap.add_argument("--points", type=int, default=0, help="points per sample (default: by scale)")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--models", default=",".join(MODELS), help="comma-separated subset of the models")
+    ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)  # one model, JSON rows out
     args = ap.parse_args()
+    args.points = args.points or DEFAULT_POINTS[args.scale]
+    names = args.models.split(",")
+    for n in names:
+        if n not in MODELS:
+            ap.error(f"unknown model {n!r}; choose from {', '.join(MODELS)}")
     if args.threads:
         torch.set_num_threads(args.threads)
-    suffix = "" if args.scale == "tiny" else "_full"
+    if args.child:
+        print(json.dumps(measure(names[0], args)))
+        return
     rows = []
-    teacher_cfg = load_config(RunConfig, [ROOT / f"configs/teacher/centerpoint_pillar{suffix}.yaml"])
-    teacher = build_model(teacher_cfg).to(args.device)
-    for name, files in (
-        ("centerpoint", ["teacher/centerpoint_pillar"]),
-        ("mvp", ["teacher/mvp"]),
-        ("bevdet", ["student/bevdet"]),
-        ("bevdepth", ["student/bevdepth"]),
-        ("bevdet4d", ["student/bevdet4d"]),
-        ("bevdepth4d", ["student/bevdepth4d"]),
-    ):
-        cfg = load_config(RunConfig, [ROOT / f"configs/{f}{suffix}.yaml" for f in files])
-        model = build_model(cfg).to(args.device)
-        opt = torch.optim.AdamW(model.parameters(), 1e-4)
-        feats = 17 if name == "mvp" else 5
-        batch = fake_batch(cfg, args.batch, args.points, args.device, feats)
-        if args.device == "cuda":
-            torch.cuda.reset_peak_memory_stats()
-
-        def step(model=model, opt=opt, batch=batch):
-            taps, preds = model(batch)
-            sum(model.loss(batch, taps, preds).values()).backward()
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-
-        sec = time_steps(step, args.steps, args.device)
-        rows.append((name, sec, peak_mb(args.device), None))
-        if not cfg.is_teacher:
-            cfg = replace(cfg, distill=load_config(RunConfig, [ROOT / "configs/distill/full.yaml"]).distill)
-            tbatch = fake_batch(cfg, args.batch, args.points, args.device, 5)
-            with torch.no_grad():
-                s_taps, t_taps = model.forward_bev(batch), teacher.eval().forward_bev(tbatch)
-            layers = cfg.distill.layers
-            dl = DistillLoss(
-                cfg.distill,
-                {n: s_taps[n].shape[1] for n in layers},
-                {n: t_taps[n].shape[1] for n in layers},
-                {n: tuple(s_taps[n].shape[-2:]) for n in layers},
-                {n: tuple(t_taps[n].shape[-2:]) for n in layers},
-                {
-                    n: cfg.student.bev_grid().scaled(cfg.student.bev_grid().shape[0] / t_taps[n].shape[-2])
-                    for n in layers
-                },
-            ).to(args.device)
-            opt2 = torch.optim.AdamW(list(model.parameters()) + list(dl.parameters()), 1e-4)
-
-            def dstep(model=model, opt2=opt2, batch=batch, dl=dl, tbatch=tbatch):
-                taps, preds = model(batch)
-                losses = model.loss(batch, taps, preds)
-                with torch.no_grad():
-                    tt = teacher.forward_bev(tbatch)
-                    score = teacher.head.score_map(teacher.forward_head(tt))
-                    gt = model.head.gt_score_map(model.head.build_targets(batch.gt_boxes, batch.gt_labels))
-                losses |= dl(taps, tt, batch.gt_boxes, score, gt)
-                sum(losses.values()).backward()
-                opt2.step()
-                opt2.zero_grad(set_to_none=True)
-
-            dsec = time_steps(dstep, args.steps, args.device)
-            rows.append((f"{name} + DistillBEV", dsec, peak_mb(args.device), dsec / sec))
-        del model, opt
-        gc.collect()
+    for n in names:
+        cmd = [sys.executable, __file__, "--child", "--models", n, "--scale", args.scale]
+        cmd += ["--batch", str(args.batch), "--steps", str(args.steps), "--points", str(args.points)]
+        cmd += ["--device", args.device, "--threads", str(args.threads)]
+        out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+        rows += [tuple(r) for r in json.loads(out.strip().splitlines()[-1])]
     print(
-        f"scale {args.scale}, batch {args.batch}, device {args.device}, threads {torch.get_num_threads()}, "
-        f"{args.points} points/sample, median of {args.steps} steps"
+        f"scale {args.scale}, batch {args.batch}, device {args.device}, "
+        f"threads {args.threads or torch.get_num_threads()}, {args.points} points/sample, "
+        f"median of {args.steps} steps"
     )
     print(f"{'model':<26}{'ms/step':>10}{'ms/sample':>11}{'peak MB':>10}{'distill ratio':>15}")
     for name, sec, mb, ratio in rows:

@@ -111,6 +111,8 @@ class ResNet(nn.Module):
         inplanes = stem_width
         self.out_channels: list[int] = []
         for i, (n, planes) in enumerate(zip(blocks, widths, strict=True)):
+            if i > max(self.out_indices):
+                break  # stages after the last requested output are not built (no unused parameters)
             stride = 1 if i == 0 else 2
             layer, inplanes = _make_stage(block_cls, inplanes, planes, n, stride)
             self.add_module(f"layer{i + 1}", layer)
@@ -178,8 +180,9 @@ def load_torchvision_weights(model: ResNet, path: str | Path) -> None:
 
     The file holds a plain ``state_dict`` (``torch.save(torchvision_model.state_dict(), path)``) or a
     dict with it under ``"state_dict"``/``"model"``. The classifier keys ``fc.weight``/``fc.bias`` are
-    dropped (the backbone has no classifier); any other missing or unexpected key is an error that
-    lists them, as is a shape mismatch.
+    dropped (the backbone has no classifier), as are the stages ``model`` does not build (e.g. ``layer4``
+    when the image features are taken at stride 8); any other missing or unexpected key is an error
+    that lists them, as is a shape mismatch.
     """
     path = Path(path)
     if not path.is_file():
@@ -191,7 +194,8 @@ def load_torchvision_weights(model: ResNet, path: str | Path) -> None:
         blob = blob["model"]
     if not isinstance(blob, dict):
         raise ValueError(f"{path}: expected a state_dict (a mapping of parameter names to tensors)")
-    state = {k: v for k, v in blob.items() if not k.startswith("fc.")}
+    unused = ("fc.",) + tuple(f"layer{i + 1}." for i in range(len(model.out_channels), 4))
+    state = {k: v for k, v in blob.items() if not k.startswith(unused)}
     own = model.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))

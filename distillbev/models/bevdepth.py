@@ -17,7 +17,7 @@ from torch import nn
 
 from distillbev.data.batch import Batch
 from distillbev.models.bev_encoder import ResNetForBEVDet
-from distillbev.models.bevdet import IMAGE_FEATURE_STRIDE, BEVDet
+from distillbev.models.bevdet import BEVDet
 from distillbev.models.lss import CameraGeometry, DepthBins
 
 #: Length of the camera vector: K (9), post_rot (9), post_tran (3), R (9), t (3).
@@ -151,7 +151,7 @@ class BEVDepth(BEVDet):
     ) -> dict[str, torch.Tensor]:
         """{"heatmap", "box"} from the head and "depth" = depth_loss_weight x depth BCE (current frame)."""
         losses = self.head.loss(preds, batch.gt_boxes, batch.gt_labels)
-        targets = depth_targets(batch.depth, IMAGE_FEATURE_STRIDE, self.bins)
+        targets = depth_targets(batch.depth, self.cfg.image_stride, self.bins)
         losses["depth"] = self.cfg.depth_loss_weight * depth_loss(
             taps["depth_logits"], targets, self.bins, self.cfg.depth_loss_norm
         )

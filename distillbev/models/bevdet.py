@@ -1,7 +1,8 @@
 """Lift-splat camera students: BEVDet and BEVDet4D (architectures.md §5, §6, §7), and the student builder.
 
-images -> ResNet (stride 16 and 32) -> FPNForBEVDet (stride 16) -> depth net (depth logits + context)
--> LSS lift-splat onto the BEV grid -> [4D: pre-process, previous frame warped + detached, concat]
+images -> ResNet (strides 16 and 32, or 8 and 16) -> FPNForBEVDet (image_stride) -> depth net
+(depth + context) -> LSS lift-splat onto the BEV grid -> [4D: pre-process, previous frame warped,
+detached, concat]
 -> ResNetForBEVDet (taps B0, B1, B2) -> FPN_LSS (tap H, on the LSS grid) -> CenterHead.
 
 BEVDepth (``distillbev.models.bevdepth``) only swaps the depth net and adds the depth loss. The head
@@ -48,13 +49,16 @@ class StudentConfig:
     kind: Literal["bevdet", "bevdepth"] = "bevdet"  # plain 1x1 depth net / camera-aware one + depth loss
     temporal: bool = False  # two frames (4D): previous key frame warped, detached, concatenated
     image_size: tuple[int, int] = (64, 176)  # network input (H, W), multiples of 16; full (256, 704)
+    # stride of the lifted image features: 16 (BEVDet: ResNet stages 3+4 -> neck) or 8 (stages 2+3);
+    # 8 quadruples the frustum rays, which small (CPU) input images need to localise objects at all
+    image_stride: Literal[8, 16] = IMAGE_FEATURE_STRIDE
     backbone: Literal["tiny", "resnet18", "resnet34", "resnet50", "resnet101"] = "tiny"  # full resnet50
     tiny_stem_width: int = 16  # tiny backbone: stem 7x7/2 conv width
     tiny_widths: tuple[int, int, int, int] = (16, 32, 64, 128)  # tiny backbone: stage widths
     tiny_blocks: tuple[int, int, int, int] = (1, 1, 1, 1)  # tiny backbone: BasicBlocks per stage
     pretrained: str = ""  # local torchvision ResNet state_dict file ("" = random init); not for "tiny"
     grad_checkpoint: bool = False  # recompute image-backbone stages in backward; full true
-    neck_channels: int = 64  # FPNForBEVDet output at stride 16; full 512
+    neck_channels: int = 64  # FPNForBEVDet output (at image_stride); full 512
     depth_bins: tuple[float, float, float] = (1.0, 61.0, 1.875)  # (min, max, step) m: D = 32; full (1, 60, 1)
     context_channels: int = 32  # LSS context channels C; full 64
     frustum_cell_centers: bool = False  # quirk §15.4: False = linspace over the whole image (reference)
@@ -78,6 +82,8 @@ class StudentConfig:
 
     def __post_init__(self) -> None:
         h, w = self.image_size
+        if self.image_stride not in (8, 16):
+            raise ValueError(f"image_stride must be 8 or 16, got {self.image_stride}")
         if h <= 0 or w <= 0 or h % IMAGE_FEATURE_STRIDE or w % IMAGE_FEATURE_STRIDE:
             raise ValueError(
                 f"image_size {self.image_size} must be positive multiples of {IMAGE_FEATURE_STRIDE}"
@@ -135,8 +141,12 @@ class StudentConfig:
         return BEVGrid(x_min, x_max, y_min, y_max, self.bev_cell)
 
     def feature_size(self) -> tuple[int, int]:
-        """(h, w) of the stride-16 image feature map."""
-        return self.image_size[0] // IMAGE_FEATURE_STRIDE, self.image_size[1] // IMAGE_FEATURE_STRIDE
+        """(h, w) of the lifted image feature map (stride ``image_stride``)."""
+        return self.image_size[0] // self.image_stride, self.image_size[1] // self.image_stride
+
+    def backbone_stages(self) -> tuple[int, int]:
+        """The two ResNet stages the image neck fuses (stride 8 and 16, or 16 and 32)."""
+        return (1, 2) if self.image_stride == 8 else (2, 3)
 
 
 class BEVDet(BEVDetector):
@@ -218,12 +228,13 @@ class BEVDet(BEVDetector):
 
 
 def build_image_backbone(cfg: StudentConfig) -> ResNet:
-    """The image ResNet (stage outputs at stride 16 and 32), with local pretrained weights if given."""
+    """The image ResNet (outputs of ``cfg.backbone_stages()``), with local pretrained weights if given."""
+    stages = cfg.backbone_stages()
     if cfg.backbone == "tiny":
         return tiny_resnet(
-            cfg.tiny_stem_width, cfg.tiny_widths, cfg.tiny_blocks, (2, 3), grad_checkpoint=cfg.grad_checkpoint
+            cfg.tiny_stem_width, cfg.tiny_widths, cfg.tiny_blocks, stages, grad_checkpoint=cfg.grad_checkpoint
         )
-    net = resnet(cfg.backbone, out_indices=(2, 3), grad_checkpoint=cfg.grad_checkpoint)
+    net = resnet(cfg.backbone, out_indices=stages, grad_checkpoint=cfg.grad_checkpoint)
     if cfg.pretrained:
         load_torchvision_weights(net, cfg.pretrained)
     return net
@@ -232,7 +243,8 @@ def build_image_backbone(cfg: StudentConfig) -> ResNet:
 def build_student(cfg: StudentConfig) -> BEVDet:
     """BEVDet / BEVDet4D / BEVDepth / BEVDepth4D as ``cfg.kind`` and ``cfg.temporal`` say."""
     backbone = build_image_backbone(cfg)
-    neck = FPNForBEVDet((backbone.out_channels[2], backbone.out_channels[3]), cfg.neck_channels)
+    fine, coarse = cfg.backbone_stages()
+    neck = FPNForBEVDet((backbone.out_channels[fine], backbone.out_channels[coarse]), cfg.neck_channels)
     bins, c = cfg.bins(), cfg.context_channels
     model_cls: type[BEVDet]
     match cfg.kind:

@@ -6,7 +6,7 @@ Linear (no bias) + BatchNorm1d (eps 1e-3, momentum 0.01, statistics over the poi
 + ReLU, and the max over the pillar's points.
 
 Two variants with the same weights:
-- dynamic (the released teacher): no caps, the max is a ``scatter_reduce_("amax")`` straight into a
+- dynamic (the released teacher): no caps, the max is a scatter-max (``ops.scatter_max``) straight into a
   zero canvas (valid because post-ReLU features are >= 0, so the zero of an empty cell never wins over
   a real point), which makes the pillar scatter implicit (§12.1);
 - hard (PointPillars): capped pillars from ``hard_voxelize``, reduced per pillar, then
@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from distillbev.ops.pillar_scatter import pillar_scatter
+from distillbev.ops.scatter_max import scatter_max
 from distillbev.ops.voxelize import DynamicPillars, HardPillars, PillarGrid, scatter_mean
 
 #: Extra per-point inputs added by the PFN: offset to the pillar's mean xyz (3) + to its centre xy (2).
@@ -65,8 +66,7 @@ class PillarFeatureNet(nn.Module):
             return pts.new_zeros((pillars.batch_size, self.out_channels, h, w))
         mean = scatter_mean(pts[:, :3], cell, n_cells)[cell]  # (N, 3)
         x = self.encode_points(self.point_features(pts, mean, pillars.coords[:, 1], pillars.coords[:, 2]))
-        canvas = x.new_zeros((n_cells, self.out_channels))
-        canvas = canvas.scatter_reduce(0, cell[:, None].expand_as(x), x, "amax", include_self=True)
+        canvas = scatter_max(x, cell, n_cells)
         return canvas.view(pillars.batch_size, h, w, -1).permute(0, 3, 1, 2).contiguous()  # (B, C, H, W)
 
     def forward_hard(self, pillars: HardPillars) -> torch.Tensor:
@@ -82,10 +82,7 @@ class PillarFeatureNet(nn.Module):
             mean = scatter_mean(pts[:, :3], pillar, p)[pillar]  # (N, 3)
             coords = pillars.coords[pillar]  # (N, 3)
             x = self.encode_points(self.point_features(pts, mean, coords[:, 1], coords[:, 2]))  # (N, C)
-            feats = x.new_zeros((p, self.out_channels))
-            feats = feats.scatter_reduce(
-                0, pillar[:, None].expand_as(x), x, "amax", include_self=True
-            )  # (P, C)
+            feats = scatter_max(x, pillar, p)  # (P, C)
         return pillar_scatter(feats, pillars.coords, pillars.batch_size, self.grid.height, self.grid.width)
 
     def forward(self, pillars: DynamicPillars | HardPillars) -> torch.Tensor:

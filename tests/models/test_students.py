@@ -151,6 +151,39 @@ def test_every_student_builds_runs_and_trains_every_parameter(kind, temporal, st
         assert batch.prev_images.grad is None  # the previous branch is detached
 
 
+def test_stride_8_image_features_quadruple_the_frustum_and_train_every_parameter():
+    torch.manual_seed(0)
+    cfg = smoke_config(kind="bevdepth", image_stride=8)
+    assert cfg.feature_size() == (4, 12)  # 32x96 images at stride 8
+    model = build_student(cfg)
+    assert not hasattr(model.backbone, "layer4")  # stage 4 would be unused: it is not built
+    assert model.view_transformer.frustum.shape[1:3] == (4, 12)
+    batch = smoke_batch(cfg, temporal=False)
+    taps, preds = model(batch)
+    assert taps["depth_logits"].shape == (12, 8, 4, 12)
+    losses = model.loss(batch, taps, preds)
+    # the depth targets are taken per 8x8 cell: the same LiDAR depth map gives 4x the target cells
+    assert torch.isfinite(losses["depth"])
+    sum(losses.values()).backward()
+    zero = [n for n, p in model.named_parameters() if p.grad is None or p.grad.abs().sum() == 0]
+    assert not zero, f"parameters without a gradient: {zero}"
+    with pytest.raises(ValueError, match="image_stride"):
+        smoke_config(image_stride=4)
+
+
+def test_resnet_built_to_stride_16_loads_a_full_torchvision_checkpoint(tmp_path):
+    torch.manual_seed(0)
+    src = resnet("resnet18")
+    path = tmp_path / "r18.pth"
+    torch.save(src.state_dict(), path)  # has layer4, which a stride-8 student does not build
+    cfg = smoke_config(backbone="resnet18", pretrained=str(path), image_stride=8, neck_channels=16)
+    model = build_student(cfg)
+    assert torch.equal(model.backbone.layer3[1].conv2.weight, src.layer3[1].conv2.weight)
+    x = torch.randn(1, 3, 64, 64)
+    src.eval(), model.backbone.eval()
+    assert torch.equal(model.backbone(x)[-1], src(x)[0])  # both are the layer3 output
+
+
 def test_temporal_student_uses_the_previous_frame_and_refuses_a_batch_without_it():
     torch.manual_seed(0)
     cfg = smoke_config(temporal=True)
