@@ -4,24 +4,11 @@ from __future__ import annotations
 
 import hashlib
 
+from distillbev.data.index import REQUIRED_TABLES
 from distillbev.structures import ATTRIBUTE_NAMES, CAMERA_NAMES, LIDAR_NAME
 
-#: The 13 tables the devkit loads (all must exist).
-TABLES: tuple[str, ...] = (
-    "attribute",
-    "calibrated_sensor",
-    "category",
-    "ego_pose",
-    "instance",
-    "log",
-    "map",
-    "sample",
-    "sample_data",
-    "scene",
-    "sensor",
-    "visibility",
-    "sample_annotation",
-)
+#: The 13 tables the devkit loads (all must exist): the reader's list, written in full here.
+TABLES: tuple[str, ...] = tuple(REQUIRED_TABLES)
 #: The 23 nuScenes v1.0 categories (the world uses the ones that map to the 10 detection classes).
 CATEGORIES: tuple[str, ...] = (
     "animal",
