@@ -121,18 +121,33 @@ def depth_targets(depth: torch.Tensor, stride: int, bins: DepthBins) -> torch.Te
 
 
 def depth_loss(
-    logits: torch.Tensor, targets: torch.Tensor, bins: DepthBins, norm: Literal["all", "valid"] = "all"
+    logits: torch.Tensor,
+    targets: torch.Tensor,
+    bins: DepthBins,
+    norm: Literal["all", "valid"] = "all",
+    prob: Literal["sigmoid", "softmax"] = "sigmoid",
 ) -> torch.Tensor:
-    """Binary cross-entropy of ``sigmoid(logits)`` (B*N, D, h, w) against one-hot target bins.
+    """Binary cross-entropy of per-bin probabilities (B*N, D, h, w) against one-hot target bins.
 
-    Target bin = ``floor((d - d_min) / d_step)``; only cells with a return (d > 0) contribute.
-    ``norm="all"``: divided by all ``B*N*D*h*w`` elements, masked ones included (reference, §15.5);
-    ``"valid"``: divided by ``D x`` the number of cells with a return.
+    ``prob="sigmoid"``: each bin's ``sigmoid(logit)``, independent of the others (BEVDet's reference,
+    architectures §15.5); ``"softmax"``: the softmax over bins, i.e. the distribution the lift uses
+    (Megvii's BEVDepth). Target bin = ``floor((d - d_min) / d_step)``; only cells with a return (d > 0)
+    contribute. ``norm="all"``: divided by all ``B*N*D*h*w`` elements, masked ones included (reference,
+    §15.5); ``"valid"``: divided by ``D x`` the number of cells with a return.
     """
     num_bins = logits.shape[1]
     valid = targets > 0  # (B*N, h, w)
     onehot = F.one_hot(bins.bin_of(targets), num_bins).permute(0, 3, 1, 2).float()  # (B*N, D, h, w)
-    bce = F.binary_cross_entropy_with_logits(logits.float(), onehot, reduction="none") * valid[:, None]
+    match prob:
+        case "sigmoid":
+            bce = F.binary_cross_entropy_with_logits(logits.float(), onehot, reduction="none")
+        case "softmax":
+            log_p = F.log_softmax(logits.float(), dim=1)
+            log_not_p = torch.log1p(-log_p.exp().clamp(max=1 - 1e-6))
+            bce = -(onehot * log_p + (1 - onehot) * log_not_p)
+        case _:
+            raise ValueError(f"depth_loss_prob: unknown probability {prob!r} (sigmoid or softmax)")
+    bce = bce * valid[:, None]
     match norm:
         case "all":
             return bce.sum() / bce.numel()
@@ -153,6 +168,6 @@ class BEVDepth(BEVDet):
         losses = self.head.loss(preds, batch.gt_boxes, batch.gt_labels)
         targets = depth_targets(batch.depth, self.cfg.image_stride, self.bins)
         losses["depth"] = self.cfg.depth_loss_weight * depth_loss(
-            taps["depth_logits"], targets, self.bins, self.cfg.depth_loss_norm
+            taps["depth_logits"], targets, self.bins, self.cfg.depth_loss_norm, self.cfg.depth_loss_prob
         )
         return losses

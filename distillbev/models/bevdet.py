@@ -78,6 +78,7 @@ class StudentConfig:
     depth_dcn: bool = False  # BEVDepth: grid_sample DCNv2 (reference) instead of a plain 3x3 conv
     depth_loss_weight: float = 100.0  # BEVDepth
     depth_loss_norm: Literal["all", "valid"] = "all"  # §15.5: mean over all elements / cells with a return
+    depth_loss_prob: Literal["sigmoid", "softmax"] = "sigmoid"  # §15.5: per-bin sigmoid / the lift's softmax
     head: HeadConfig = field(default_factory=_tiny_head)  # share/head channels 32; full 64
 
     def __post_init__(self) -> None:

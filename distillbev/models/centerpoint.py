@@ -45,6 +45,7 @@ class CenterPointConfig:
     backbone_channels: tuple[int, ...] = (32, 64, 128)  # per stage; full (64, 128, 256)
     fpn_channels: tuple[int, ...] = (64, 64, 64)  # SECONDFPN output per stage (H = their sum); full (128,)*3
     fpn_stride: int = 2  # stride of the SECONDFPN map (and head) w.r.t. the pillar canvas; full 4 (0.8 m)
+    normalize_inputs: bool = True  # scale the PFN inputs to order 1 (see ``pfn_input_scale``)
     head: HeadConfig = field(default_factory=HeadConfig)  # CenterHead settings
 
     def __post_init__(self) -> None:
@@ -90,6 +91,18 @@ class CenterPointConfig:
     def pillar_grid(self) -> PillarGrid:
         """The pillar canvas geometry."""
         return PillarGrid(self.point_range, self.pillar_size)
+
+    def pfn_input_scale(self) -> tuple[float, ...] | None:
+        """Per-column factor of the PFN inputs, or ``None`` (``normalize_inputs: false``): x, y, z over the
+        point range's largest half-extent per axis, intensity / 255, time lag / 0.5 s, extra point
+        channels (MVP's flag and one-hot) as they are, offsets from the pillar mean and centre / pillar."""
+        if not self.normalize_inputs:
+            return None
+        x0, y0, z0, x1, y1, z1 = self.point_range
+        extent = [max(abs(x0), abs(x1)), max(abs(y0), abs(y1)), max(abs(z0), abs(z1))]
+        raw = [1 / e for e in extent] + [1 / 255.0, 1 / 0.5][: self.point_features - 3]
+        raw += [1.0] * (self.point_features - len(raw))
+        return tuple(raw) + (1 / self.pillar_size,) * 5
 
     def stage_strides(self) -> tuple[int, ...]:
         """Cumulative stride of each SECOND stage w.r.t. the canvas (full scale: 2, 4, 8)."""
@@ -155,7 +168,7 @@ class CenterPoint(BEVDetector):
 
 def build_centerpoint(cfg: CenterPointConfig) -> CenterPoint:
     """A CenterPoint-pillar teacher as ``cfg`` describes."""
-    pfn = PillarFeatureNet(cfg.point_features, cfg.pfn_channels, cfg.pillar_grid())
+    pfn = PillarFeatureNet(cfg.point_features, cfg.pfn_channels, cfg.pillar_grid(), cfg.pfn_input_scale())
     backbone = SECOND(cfg.pfn_channels, cfg.backbone_channels, cfg.backbone_layers, cfg.backbone_strides)
     neck = SECONDFPN(cfg.backbone_channels, cfg.fpn_channels, cfg.fpn_scale_factors())
     head = CenterHead(neck.out_channels, cfg.head_grid(), cfg.head)

@@ -5,6 +5,12 @@ from the mean xyz of the points in its pillar (3) and the x, y offset from the p
 Linear (no bias) + BatchNorm1d (eps 1e-3, momentum 0.01, statistics over the points of the whole batch)
 + ReLU, and the max over the pillar's points.
 
+Optionally each input column is first multiplied by a fixed ``input_scale`` (``CenterPointConfig.
+normalize_inputs``: metres over the point range, intensity over 255, time lag over 0.5 s, the offsets
+over the pillar size). Raw, the absolute x, y (tens of metres) and the intensity (0-255) swamp the time
+lag (<= 0.5 s) and the offsets (< one pillar) in the linear layer, and a short schedule never grows the
+weights that would let motion (velocity) and fine shape (heading) through.
+
 Two variants with the same weights:
 - dynamic (the released teacher): no caps, the max is a scatter-max (``ops.scatter_max``) straight into a
   zero canvas (valid because post-ReLU features are >= 0, so the zero of an empty cell never wins over
@@ -15,6 +21,8 @@ Two variants with the same weights:
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -30,21 +38,38 @@ PFN_EXTRA_FEATURES = 5
 class PillarFeatureNet(nn.Module):
     """Points of a pillar -> one ``out_channels`` vector, written to the ``(B, C, H, W)`` canvas."""
 
-    def __init__(self, in_channels: int, out_channels: int, grid: PillarGrid) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        grid: PillarGrid,
+        input_scale: Sequence[float] | None = None,
+    ) -> None:
         super().__init__()
+        n_inputs = in_channels + PFN_EXTRA_FEATURES
+        scale = (
+            torch.ones(n_inputs) if input_scale is None else torch.tensor(input_scale, dtype=torch.float32)
+        )
+        if scale.shape != (n_inputs,) or not bool((scale > 0).all()):
+            raise ValueError(
+                f"PillarFeatureNet: input_scale needs {n_inputs} positive values, got {input_scale}"
+            )
+        # Derived from the config, so not saved: checkpoints stay loadable whatever the scale.
+        self.register_buffer("input_scale", scale, persistent=False)
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.grid = grid
-        self.linear = nn.Linear(in_channels + PFN_EXTRA_FEATURES, out_channels, bias=False)
+        self.linear = nn.Linear(n_inputs, out_channels, bias=False)
         self.norm = nn.BatchNorm1d(out_channels, eps=1e-3, momentum=0.01)
 
     def point_features(
         self, points: torch.Tensor, pillar_mean: torch.Tensor, iy: torch.Tensor, ix: torch.Tensor
     ) -> torch.Tensor:
         """The PFN input ``(N, in_channels + 5)`` of points ``(N, in_channels)`` with their pillar's mean
-        xyz ``(N, 3)`` and pillar indices ``iy, ix`` ``(N,)``."""
+        xyz ``(N, 3)`` and pillar indices ``iy, ix`` ``(N,)``, times ``input_scale``."""
         centre = self.grid.pillar_centers(iy, ix).to(points.dtype)  # (N, 2)
-        return torch.cat([points, points[:, :3] - pillar_mean, points[:, :2] - centre], 1)
+        feats = torch.cat([points, points[:, :3] - pillar_mean, points[:, :2] - centre], 1)
+        return feats * self.input_scale.to(feats.dtype)
 
     def encode_points(self, features: torch.Tensor) -> torch.Tensor:
         """Linear + BN + ReLU on per-point inputs ``(N, in_channels + 5)`` -> ``(N, out_channels)`` >= 0."""

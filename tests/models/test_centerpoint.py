@@ -103,6 +103,19 @@ def test_taps_at_tiny_default_resolution():
     assert cfg.fpn_scale_factors() == (Fraction(1), Fraction(2), Fraction(4))
 
 
+def test_pfn_input_scale_from_the_config():
+    cfg = CenterPointConfig()  # range [-51.2, 51.2]^2 x [-5, 3], 0.8 m pillars, 5 point columns
+    scale = cfg.pfn_input_scale()
+    expected = (1 / 51.2, 1 / 51.2, 1 / 5.0, 1 / 255, 2.0) + (1 / 0.8,) * 5
+    assert scale == pytest.approx(expected)
+    mvp = replace(cfg, point_features=17).pfn_input_scale()  # extra MVP channels pass unscaled
+    assert mvp[:5] == pytest.approx(expected[:5]) and mvp[5:17] == (1.0,) * 12
+    assert replace(cfg, normalize_inputs=False).pfn_input_scale() is None
+    model = build_centerpoint(cfg)
+    assert model.pfn.input_scale.tolist() == pytest.approx(expected)
+    assert "pfn.input_scale" not in model.state_dict()  # derived from the config, not saved
+
+
 def test_full_scale_geometry_and_parameter_count():
     full = CenterPointConfig(
         pillar_size=0.2,

@@ -345,6 +345,14 @@ def test_depth_targets_keep_the_minimum_valid_depth_per_cell_and_land_in_the_rig
     zero = torch.zeros(1, 59, 2, 3)
     assert depth_loss(zero, target, bins, "all") == pytest.approx(2 * 59 * math.log(2) / (59 * 6), rel=1e-5)
     assert depth_loss(zero, target, bins, "valid") == pytest.approx(math.log(2), rel=1e-5)
+    # softmax: uniform p = 1/D per bin; per cell -log(1/D) - (D-1) log(1 - 1/D), 2 cells with a return
+    d = 59
+    per_cell = math.log(d) - (d - 1) * math.log(1 - 1 / d)
+    assert depth_loss(zero, target, bins, "all", "softmax") == pytest.approx(2 * per_cell / (d * 6), rel=1e-5)
+    assert depth_loss(logits, target, bins, "valid", "softmax") < 0.001
+    assert depth_loss(logits.roll(1, dims=1), target, bins, "valid", "softmax") > 0.1
+    with pytest.raises(ValueError, match="depth_loss_prob"):
+        depth_loss(zero, target, bins, "all", "softplus")
 
 
 def test_camera_vector_layout():

@@ -95,3 +95,20 @@ def test_pfn_train_mode_gradients_reach_weights():
     canvas = pfn(dynamic_voxelize([_points(50, 3)], GRID))
     canvas.sum().backward()
     assert pfn.linear.weight.grad.abs().sum() > 0 and pfn.norm.weight.grad.abs().sum() > 0
+
+
+def test_pfn_input_scale_equals_scaling_the_linear_weights():
+    """Scaling the inputs by s is the same network as an unscaled PFN whose weight columns are times s."""
+    torch.manual_seed(2)
+    scale = [0.5, 0.25, 2.0, 1 / 255, 2.0, 1.0, 1.0, 1.0, 3.0, 3.0]
+    scaled = PillarFeatureNet(5, 6, GRID, input_scale=scale).eval()
+    plain = PillarFeatureNet(5, 6, GRID).eval()
+    plain.load_state_dict(scaled.state_dict())
+    with torch.no_grad():
+        plain.linear.weight.mul_(torch.tensor(scale))
+    batch = [_points(50, 4)]
+    out = scaled(dynamic_voxelize(batch, GRID))
+    torch.testing.assert_close(out, plain(dynamic_voxelize(batch, GRID)), atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(out, PillarFeatureNet(5, 6, GRID).eval()(dynamic_voxelize(batch, GRID)))
+    with pytest.raises(ValueError, match="input_scale needs 10 positive"):
+        PillarFeatureNet(5, 6, GRID, input_scale=[1.0] * 9)
