@@ -88,6 +88,10 @@ class HeadConfig:
         0.2,
     )  # dx,dy,z,log lwh,sin,cos,vx,vy
     box_loss_weight: float = 0.25
+    # The velocity branch predicts v / velocity_scale (m/s); 1 = CenterPoint. Velocities are ~10x the
+    # other regression targets, and AdamW moves every output by about the same amount per step, so a
+    # short schedule never reaches them at 1 (the branch sits at the median, 0 m/s).
+    velocity_scale: float = 1.0
     top_k: int = 500  # decoding candidates per task, over (class x cell)
     score_threshold: float = 0.1
     nms: Literal["circle", "rotate", "scale", "none"] = "circle"
@@ -148,6 +152,8 @@ class CenterHead(nn.Module):
         for field, n in (("code_weights", CODE_SIZE), ("circle_radius", len(tasks))):
             if len(getattr(cfg, field)) != n:
                 raise ValueError(f"HeadConfig.{field}: expected {n} values, got {len(getattr(cfg, field))}")
+        if not cfg.velocity_scale > 0:
+            raise ValueError(f"HeadConfig.velocity_scale must be > 0, got {cfg.velocity_scale}")
         self.grid, self.cfg, self.tasks = grid, cfg, tasks
         self.class_labels = [
             [class_index(name) for name in names] for names in tasks
@@ -201,6 +207,8 @@ class CenterHead(nn.Module):
         """
         code_weights = torch.tensor(self.cfg.code_weights, device=targets.box_targets[0].device)
         heat_total, box_total = 0.0, 0.0
+        target_scale = torch.ones(CODE_SIZE, device=code_weights.device)
+        target_scale[8:10] = 1.0 / self.cfg.velocity_scale
         for t, pred in enumerate(preds):
             target = targets.heatmaps[t]
             num_pos = max(float(target.eq(1).sum()), 1.0)
@@ -212,7 +220,8 @@ class CenterHead(nn.Module):
             )  # (B, M, 10)
             mask = targets.masks[t].float()  # (B, M)
             weight = mask[..., None] * code_weights  # (B, M, 10)
-            l1 = ((gathered - targets.box_targets[t]).abs() * weight).sum() / (mask.sum() + 1e-4)
+            diff = gathered - targets.box_targets[t] * target_scale
+            l1 = (diff.abs() * weight).sum() / (mask.sum() + 1e-4)
             box_total = box_total + self.cfg.box_loss_weight * l1
         return {"heatmap": heat_total, "box": box_total}
 
@@ -273,7 +282,15 @@ class CenterHead(nn.Module):
         y = (row + reg[..., 1]) * self.grid.cell + self.grid.y_min
         yaw = torch.atan2(rot[..., 0], rot[..., 1])
         boxes = torch.cat(
-            [x[..., None], y[..., None], at("height"), torch.exp(at("dim")), yaw[..., None], at("vel")], -1
+            [
+                x[..., None],
+                y[..., None],
+                at("height"),
+                torch.exp(at("dim")),
+                yaw[..., None],
+                at("vel") * self.cfg.velocity_scale,
+            ],
+            -1,
         )
         labels = torch.tensor(self.class_labels[t], device=heat.device)[cls]
         return boxes, scores, labels

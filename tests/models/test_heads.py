@@ -271,6 +271,31 @@ def test_encode_decode_round_trip(nms):
         assert torch.all(det.scores > 0.99)
 
 
+def test_velocity_scale_round_trip_and_loss():
+    """The branch predicts v / velocity_scale: maps holding the scaled targets decode to the GT velocity
+    in m/s and give zero box loss; the unscaled targets then cost exactly the scaled L1 of the velocity."""
+    head = _head(dataclasses.replace(SMALL, velocity_scale=4.0))
+    boxes, labels = _scene()
+    targets = head.build_targets([boxes], [labels])
+    preds = _perfect_preds(head, targets)
+    for p in preds:
+        p["vel"] = p["vel"] / 4.0
+    det = head.decode(preds)[0]
+    match = torch.cdist(det.boxes[:, :2], boxes[:, :2]).argmin(1)
+    torch.testing.assert_close(det.boxes[:, 7:9], boxes[match, 7:9], atol=1e-4, rtol=0)
+    assert float(head.loss_from_targets(preds, targets)["box"]) < 1e-5
+    unscaled = head.loss_from_targets(_perfect_preds(head, targets), targets)["box"]
+    weights = torch.tensor(SMALL.code_weights[8:10])
+    expected = 0.0
+    for t in range(len(head.tasks)):  # per task: weighted L1 / (#objects + 1e-4)
+        m = targets.masks[t]
+        vel = targets.box_targets[t][m][:, 8:10]
+        expected += SMALL.box_loss_weight * ((vel - vel / 4.0).abs() * weights).sum() / (m.sum() + 1e-4)
+    assert float(unscaled) == pytest.approx(float(expected), rel=1e-5)
+    with pytest.raises(ValueError, match="velocity_scale"):
+        _head(dataclasses.replace(SMALL, velocity_scale=0.0))
+
+
 @pytest.mark.parametrize("nms,expected", [("circle", 1), ("none", 2)])
 def test_decode_nms_removes_a_duplicate(nms, expected):
     head = _head(dataclasses.replace(SMALL, nms=nms))
