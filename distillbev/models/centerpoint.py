@@ -46,6 +46,10 @@ class CenterPointConfig:
     fpn_channels: tuple[int, ...] = (64, 64, 64)  # SECONDFPN output per stage (H = their sum); full (128,)*3
     fpn_stride: int = 2  # stride of the SECONDFPN map (and head) w.r.t. the pillar canvas; full 4 (0.8 m)
     normalize_inputs: bool = True  # scale the PFN inputs to order 1 (see ``pfn_input_scale``)
+    # 0: one canvas from all sweeps (CenterPoint). > 0: points with time lag < split and >= split go
+    # through the same PFN into two canvases, stacked on channels (2 x pfn_channels into SECOND), so
+    # the convolutions see where the old points lie against the new ones (motion) directly.
+    temporal_split_lag: float = 0.0
     head: HeadConfig = field(default_factory=HeadConfig)  # CenterHead settings
 
     def __post_init__(self) -> None:
@@ -64,6 +68,11 @@ class CenterPointConfig:
                 "backbone_layers, backbone_strides, backbone_channels and fpn_channels need 3 "
                 f"entries (stages B0, B1, B2), got {self.backbone_layers}, {self.backbone_strides}, "
                 f"{self.backbone_channels}, {self.fpn_channels}"
+            )
+        if self.temporal_split_lag < 0 or (self.temporal_split_lag > 0 and self.point_features < 5):
+            raise ValueError(
+                f"temporal_split_lag must be >= 0 and needs the time-lag column (point_features >= 5), "
+                f"got {self.temporal_split_lag} with point_features={self.point_features}"
             )
         if self.point_features < 3:
             raise ValueError(f"point_features must be >= 3 (x, y, z first), got {self.point_features}")
@@ -87,6 +96,10 @@ class CenterPointConfig:
                     f"fpn_stride {self.fpn_stride} cannot be reached from the SECOND stage strides "
                     f"{self.stage_strides()} by integer up/down-sampling"
                 )
+
+    def canvas_channels(self) -> int:
+        """Channels of the canvas SECOND reads: ``pfn_channels``, doubled with ``temporal_split_lag``."""
+        return self.pfn_channels * (2 if self.temporal_split_lag > 0 else 1)
 
     def pillar_grid(self) -> PillarGrid:
         """The pillar canvas geometry."""
@@ -141,13 +154,16 @@ class CenterPoint(BEVDetector):
         self.head = head
 
     def canvas(self, points: list[torch.Tensor]) -> torch.Tensor:
-        """Pillar canvas ``(B, pfn_channels, H, W)`` of the samples' points ``(P_b, point_features)``."""
+        """Pillar canvas ``(B, canvas_channels, H, W)`` of the samples' points ``(P_b, point_features)``."""
         for b, p in enumerate(points):
             if p.ndim != 2 or p.shape[1] != self.cfg.point_features:
                 raise ValueError(
                     f"batch.points[{b}] has shape {tuple(p.shape)} but the teacher expects "
                     f"point_features={self.cfg.point_features} columns"
                 )
+        split = self.cfg.temporal_split_lag
+        if split > 0:  # new points of every sample, then old ones: one PFN pass over 2B "samples"
+            points = [p[p[:, 4] < split] for p in points] + [p[p[:, 4] >= split] for p in points]
         match self.cfg.voxelization:
             case "dynamic":
                 pillars = dynamic_voxelize(points, self.grid)
@@ -155,7 +171,11 @@ class CenterPoint(BEVDetector):
                 pillars = hard_voxelize(
                     points, self.grid, self.cfg.max_points_per_pillar, self.cfg.max_pillars
                 )
-        return self.pfn(pillars)
+        canvas = self.pfn(pillars)  # (B or 2B, C, H, W)
+        if split > 0:
+            new, old = canvas.chunk(2)
+            canvas = torch.cat([new, old], 1)  # (B, 2C, H, W)
+        return canvas
 
     def forward_bev(self, batch: Batch) -> dict[str, torch.Tensor]:
         """Taps ``B0, B1, B2`` (SECOND stages) and ``H`` (SECONDFPN output), each ``(B, C, H, W)``."""
@@ -169,7 +189,7 @@ class CenterPoint(BEVDetector):
 def build_centerpoint(cfg: CenterPointConfig) -> CenterPoint:
     """A CenterPoint-pillar teacher as ``cfg`` describes."""
     pfn = PillarFeatureNet(cfg.point_features, cfg.pfn_channels, cfg.pillar_grid(), cfg.pfn_input_scale())
-    backbone = SECOND(cfg.pfn_channels, cfg.backbone_channels, cfg.backbone_layers, cfg.backbone_strides)
+    backbone = SECOND(cfg.canvas_channels(), cfg.backbone_channels, cfg.backbone_layers, cfg.backbone_strides)
     neck = SECONDFPN(cfg.backbone_channels, cfg.fpn_channels, cfg.fpn_scale_factors())
     head = CenterHead(neck.out_channels, cfg.head_grid(), cfg.head)
     return CenterPoint(cfg, pfn, backbone, neck, head)

@@ -140,6 +140,34 @@ def test_full_scale_geometry_and_parameter_count():
     assert count(model) == pytest.approx(6.0, abs=0.1)
 
 
+@pytest.mark.parametrize("voxelization", ["dynamic", "hard"])
+def test_temporal_split_stacks_new_and_old_canvases(voxelization):
+    """With temporal_split_lag the canvas is [PFN(new points), PFN(old points)] on channels: an old point
+    alone in its pillar shows only in the second half, a new one only in the first."""
+    cfg = replace(SMOKE, temporal_split_lag=0.25, voxelization=voxelization)
+    model = build_centerpoint(cfg).eval()
+    first_conv = next(m for m in model.backbone.modules() if isinstance(m, torch.nn.Conv2d))
+    assert first_conv.in_channels == 2 * SMOKE.pfn_channels
+    with torch.no_grad():  # make every PFN channel fire for any point, so occupancy is visible
+        model.pfn.norm.bias.fill_(5.0)
+    pts = torch.tensor([[1.0, 1.0, 0.0, 0.5, 0.0], [20.0, -7.0, 0.0, 0.5, 0.5], [1.5, 1.2, 0.3, 0.2, 0.1]])
+    canvas = model.canvas([pts, pts[:1]])
+    c, grid = SMOKE.pfn_channels, SMOKE.pillar_grid()
+    iy, ix, _ = grid.pillar_coords(pts)
+    new_cell, old_cell = (int(iy[0]), int(ix[0])), (int(iy[1]), int(ix[1]))
+    new_half, old_half = canvas[:, :c], canvas[:, c:]
+    assert bool((new_half[0, :, new_cell[0], new_cell[1]] > 0).all())
+    assert bool((old_half[0, :, old_cell[0], old_cell[1]] > 0).all())
+    assert int((new_half[0].amax(0) > 0).sum()) == 1 and int((old_half[0].amax(0) > 0).sum()) == 1
+    assert int((old_half[1] > 0).sum()) == 0  # sample 1 has no old point
+    plain = build_centerpoint(replace(SMOKE, voxelization=voxelization)).eval()
+    plain.pfn.load_state_dict(model.pfn.state_dict())
+    torch.testing.assert_close(new_half[:1], plain.canvas([pts[[0, 2]]]))
+    torch.testing.assert_close(old_half[:1], plain.canvas([pts[[1]]]))
+    with pytest.raises(ValueError, match="temporal_split_lag"):
+        replace(SMOKE, temporal_split_lag=0.25, point_features=4)
+
+
 def test_hard_and_dynamic_agree_when_no_cap_is_hit():
     torch.manual_seed(1)
     dyn = build_centerpoint(SMOKE).eval()
