@@ -8,6 +8,7 @@ Boxes are ``(x, y, z_centre, l, w, h, yaw, vx, vy)`` in the key-frame LiDAR fram
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -92,6 +93,9 @@ class HeadConfig:
     # other regression targets, and AdamW moves every output by about the same amount per step, so a
     # short schedule never reaches them at 1 (the branch sits at the median, 0 m/s).
     velocity_scale: float = 1.0
+    # Decoding: a box whose predicted speed exceeds this (m/s) gets its heading turned by pi when that
+    # heading points against its velocity (objects move forwards); 0 = off (CenterPoint).
+    heading_from_motion: float = 0.0
     top_k: int = 500  # decoding candidates per task, over (class x cell)
     score_threshold: float = 0.1
     nms: Literal["circle", "rotate", "scale", "none"] = "circle"
@@ -152,6 +156,8 @@ class CenterHead(nn.Module):
         for field, n in (("code_weights", CODE_SIZE), ("circle_radius", len(tasks))):
             if len(getattr(cfg, field)) != n:
                 raise ValueError(f"HeadConfig.{field}: expected {n} values, got {len(getattr(cfg, field))}")
+        if cfg.heading_from_motion < 0:
+            raise ValueError(f"HeadConfig.heading_from_motion must be >= 0, got {cfg.heading_from_motion}")
         if not cfg.velocity_scale > 0:
             raise ValueError(f"HeadConfig.velocity_scale must be > 0, got {cfg.velocity_scale}")
         self.grid, self.cfg, self.tasks = grid, cfg, tasks
@@ -281,6 +287,12 @@ class CenterHead(nn.Module):
         x = (col + reg[..., 0]) * self.grid.cell + self.grid.x_min
         y = (row + reg[..., 1]) * self.grid.cell + self.grid.y_min
         yaw = torch.atan2(rot[..., 0], rot[..., 1])
+        vel = at("vel") * self.cfg.velocity_scale  # (B, K, 2) m/s
+        if self.cfg.heading_from_motion > 0:
+            moving = vel.norm(dim=-1) > self.cfg.heading_from_motion
+            backwards = torch.cos(yaw) * vel[..., 0] + torch.sin(yaw) * vel[..., 1] < 0
+            turned = torch.remainder(yaw + 2 * math.pi, 2 * math.pi) - math.pi  # yaw + pi in [-pi, pi)
+            yaw = torch.where(moving & backwards, turned, yaw)
         boxes = torch.cat(
             [
                 x[..., None],
@@ -288,7 +300,7 @@ class CenterHead(nn.Module):
                 at("height"),
                 torch.exp(at("dim")),
                 yaw[..., None],
-                at("vel") * self.cfg.velocity_scale,
+                vel,
             ],
             -1,
         )

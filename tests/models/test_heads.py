@@ -296,6 +296,28 @@ def test_velocity_scale_round_trip_and_loss():
         _head(dataclasses.replace(SMALL, velocity_scale=0.0))
 
 
+def test_heading_from_motion_turns_only_moving_reversed_boxes():
+    boxes, labels = _scene()
+    speed = torch.linspace(0.0, 3.0, len(boxes))  # the first boxes are slower than the 0.5 m/s threshold
+    boxes[:, 7] = speed * torch.cos(boxes[:, 6])  # every box moves forwards
+    boxes[:, 8] = speed * torch.sin(boxes[:, 6])
+    head = _head(dataclasses.replace(SMALL, heading_from_motion=0.5))
+    targets = head.build_targets([boxes], [labels])
+    preds = _perfect_preds(head, targets)
+    for p in preds:
+        p["rot"] = -p["rot"]  # every predicted heading reversed
+    det = head.decode(preds)[0]
+    match = torch.cdist(det.boxes[:, :2], boxes[:, :2]).argmin(1)
+    err = torch.from_numpy(wrap_angle((det.boxes[:, 6] - boxes[match, 6]).numpy())).abs()
+    moving = speed[match] > 0.5
+    assert bool(moving.any()) and bool((~moving).any())
+    assert float(err[moving].max()) < 1e-4  # turned back to the truth
+    assert float((err[~moving] - math.pi).abs().max()) < 1e-4  # slow boxes keep the reversed heading
+    plain = _head().decode(preds)[0]  # off by default: every heading stays reversed
+    plain_err = torch.from_numpy(wrap_angle((plain.boxes[:, 6] - det.boxes[:, 6]).numpy())).abs()
+    assert float((plain_err[moving] - math.pi).abs().max()) < 1e-4
+
+
 @pytest.mark.parametrize("nms,expected", [("circle", 1), ("none", 2)])
 def test_decode_nms_removes_a_duplicate(nms, expected):
     head = _head(dataclasses.replace(SMALL, nms=nms))
