@@ -105,17 +105,26 @@ class CenterPointConfig:
         """The pillar canvas geometry."""
         return PillarGrid(self.point_range, self.pillar_size)
 
+    def time_lag_column(self) -> int:
+        """Column of the time lag (s) in a point: the last one, in the plain (4 of 5) and MVP (16 of 17)
+        layouts alike."""
+        return self.point_features - 1
+
     def pfn_input_scale(self) -> tuple[float, ...] | None:
         """Per-column factor of the PFN inputs, or ``None`` (``normalize_inputs: false``): x, y, z over the
-        point range's largest half-extent per axis, intensity / 255, time lag / 0.5 s, extra point
-        channels (MVP's flag and one-hot) as they are, offsets from the pillar mean and centre / pillar."""
+        point range's largest half-extent per axis, intensity / 255, time lag / 0.5 s, other point
+        columns (MVP's one-hot, score and flag) as they are, offsets from the pillar mean and centre
+        / pillar size."""
         if not self.normalize_inputs:
             return None
         x0, y0, z0, x1, y1, z1 = self.point_range
         extent = [max(abs(x0), abs(x1)), max(abs(y0), abs(y1)), max(abs(z0), abs(z1))]
-        raw = [1 / e for e in extent] + [1 / 255.0, 1 / 0.5][: self.point_features - 3]
-        raw += [1.0] * (self.point_features - len(raw))
-        return tuple(raw) + (1 / self.pillar_size,) * 5
+        cols = [1 / e for e in extent] + [1.0] * (self.point_features - 3)
+        if self.point_features >= 4:
+            cols[3] = 1 / 255.0
+        if self.point_features >= 5:
+            cols[self.time_lag_column()] = 1 / 0.5
+        return tuple(cols) + (1 / self.pillar_size,) * 5
 
     def stage_strides(self) -> tuple[int, ...]:
         """Cumulative stride of each SECOND stage w.r.t. the canvas (full scale: 2, 4, 8)."""
@@ -161,9 +170,9 @@ class CenterPoint(BEVDetector):
                     f"batch.points[{b}] has shape {tuple(p.shape)} but the teacher expects "
                     f"point_features={self.cfg.point_features} columns"
                 )
-        split = self.cfg.temporal_split_lag
+        split, lag = self.cfg.temporal_split_lag, self.cfg.time_lag_column()
         if split > 0:  # new points of every sample, then old ones: one PFN pass over 2B "samples"
-            points = [p[p[:, 4] < split] for p in points] + [p[p[:, 4] >= split] for p in points]
+            points = [p[p[:, lag] < split] for p in points] + [p[p[:, lag] >= split] for p in points]
         match self.cfg.voxelization:
             case "dynamic":
                 pillars = dynamic_voxelize(points, self.grid)

@@ -293,17 +293,8 @@ class CenterHead(nn.Module):
             backwards = torch.cos(yaw) * vel[..., 0] + torch.sin(yaw) * vel[..., 1] < 0
             turned = torch.remainder(yaw + 2 * math.pi, 2 * math.pi) - math.pi  # yaw + pi in [-pi, pi)
             yaw = torch.where(moving & backwards, turned, yaw)
-        boxes = torch.cat(
-            [
-                x[..., None],
-                y[..., None],
-                at("height"),
-                torch.exp(at("dim")),
-                yaw[..., None],
-                vel,
-            ],
-            -1,
-        )
+        xy = torch.stack([x, y], -1)
+        boxes = torch.cat([xy, at("height"), torch.exp(at("dim")), yaw[..., None], vel], -1)
         labels = torch.tensor(self.class_labels[t], device=heat.device)[cls]
         return boxes, scores, labels
 

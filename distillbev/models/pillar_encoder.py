@@ -5,7 +5,8 @@ from the mean xyz of the points in its pillar (3) and the x, y offset from the p
 Linear (no bias) + BatchNorm1d (eps 1e-3, momentum 0.01, statistics over the points of the whole batch)
 + ReLU, and the max over the pillar's points.
 
-Optionally each input column is first multiplied by a fixed ``input_scale`` (``CenterPointConfig.
+Optionally each input column is multiplied by a fixed ``input_scale`` (folded into the linear layer's
+weight columns, so the per-point cost does not change) (``CenterPointConfig.
 normalize_inputs``: metres over the point range, intensity over 255, time lag over 0.5 s, the offsets
 over the pillar size). Raw, the absolute x, y (tens of metres) and the intensity (0-255) swamp the time
 lag (<= 0.5 s) and the offsets (< one pillar) in the linear layer, and a short schedule never grows the
@@ -25,6 +26,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from distillbev.ops.pillar_scatter import pillar_scatter
@@ -66,14 +68,15 @@ class PillarFeatureNet(nn.Module):
         self, points: torch.Tensor, pillar_mean: torch.Tensor, iy: torch.Tensor, ix: torch.Tensor
     ) -> torch.Tensor:
         """The PFN input ``(N, in_channels + 5)`` of points ``(N, in_channels)`` with their pillar's mean
-        xyz ``(N, 3)`` and pillar indices ``iy, ix`` ``(N,)``, times ``input_scale``."""
+        xyz ``(N, 3)`` and pillar indices ``iy, ix`` ``(N,)`` (unscaled)."""
         centre = self.grid.pillar_centers(iy, ix).to(points.dtype)  # (N, 2)
-        feats = torch.cat([points, points[:, :3] - pillar_mean, points[:, :2] - centre], 1)
-        return feats * self.input_scale.to(feats.dtype)
+        return torch.cat([points, points[:, :3] - pillar_mean, points[:, :2] - centre], 1)
 
     def encode_points(self, features: torch.Tensor) -> torch.Tensor:
-        """Linear + BN + ReLU on per-point inputs ``(N, in_channels + 5)`` -> ``(N, out_channels)`` >= 0."""
-        return torch.relu(self.norm(self.linear(features)))
+        """Linear (on the inputs times ``input_scale``) + BN + ReLU on per-point inputs
+        ``(N, in_channels + 5)`` -> ``(N, out_channels)`` >= 0."""
+        weight = self.linear.weight * self.input_scale  # (C_out, C_in): scaling columns = scaling inputs
+        return torch.relu(self.norm(F.linear(features, weight)))
 
     def _check(self, points: torch.Tensor) -> None:
         if points.shape[-1] != self.in_channels:

@@ -108,8 +108,10 @@ def test_pfn_input_scale_from_the_config():
     scale = cfg.pfn_input_scale()
     expected = (1 / 51.2, 1 / 51.2, 1 / 5.0, 1 / 255, 2.0) + (1 / 0.8,) * 5
     assert scale == pytest.approx(expected)
-    mvp = replace(cfg, point_features=17).pfn_input_scale()  # extra MVP channels pass unscaled
-    assert mvp[:5] == pytest.approx(expected[:5]) and mvp[5:17] == (1.0,) * 12
+    # MVP layout: one-hot, score and flag (columns 4-15) pass unscaled; the time lag is column 16
+    mvp = replace(cfg, point_features=MVP_POINT_FEATURES).pfn_input_scale()
+    assert mvp[:4] == pytest.approx(expected[:4]) and mvp[4:16] == (1.0,) * 12
+    assert mvp[16] == pytest.approx(2.0) and mvp[17:] == pytest.approx(expected[5:])
     assert replace(cfg, normalize_inputs=False).pfn_input_scale() is None
     model = build_centerpoint(cfg)
     assert model.pfn.input_scale.tolist() == pytest.approx(expected)
@@ -166,6 +168,24 @@ def test_temporal_split_stacks_new_and_old_canvases(voxelization):
     torch.testing.assert_close(old_half[:1], plain.canvas([pts[[1]]]))
     with pytest.raises(ValueError, match="temporal_split_lag"):
         replace(SMOKE, temporal_split_lag=0.25, point_features=4)
+
+
+def test_temporal_split_reads_the_mvp_time_lag_column():
+    """In the 17-column MVP layout the lag is column 16 (column 4 is the car one-hot)."""
+    cfg = replace(SMOKE, temporal_split_lag=0.25, point_features=MVP_POINT_FEATURES)
+    model = build_centerpoint(cfg).eval()
+    with torch.no_grad():
+        model.pfn.norm.bias.fill_(5.0)
+    old_point = torch.zeros(1, MVP_POINT_FEATURES)
+    old_point[0, 16] = 0.5  # previous key frame, not a car
+    new_car = torch.zeros(1, MVP_POINT_FEATURES)
+    new_car[0, :2] = 20.0
+    new_car[0, 4] = 1.0  # car one-hot, time lag 0
+    canvas = model.canvas([torch.cat([old_point, new_car])])
+    c = SMOKE.pfn_channels
+    iy, ix, _ = SMOKE.pillar_grid().pillar_coords(torch.cat([old_point, new_car]))
+    assert int((canvas[0, :c].amax(0) > 0).sum()) == 1 and bool(canvas[0, :c, iy[1], ix[1]].gt(0).all())
+    assert int((canvas[0, c:].amax(0) > 0).sum()) == 1 and bool(canvas[0, c:, iy[0], ix[0]].gt(0).all())
 
 
 def test_hard_and_dynamic_agree_when_no_cap_is_hit():
