@@ -2,11 +2,14 @@
 
     python benchmarks/train_step.py [--scale tiny|full] [--batch 2] [--steps 5] [--device cpu|cuda]
                                     [--models centerpoint,mvp,bevdet,...] [--points N]
+                                    [--malloc tuned|default|both]
 
 Uses random inputs shaped like real batches (no dataset needed). Each model runs in its own process
 (so the peak memory is that model's: the CUDA allocator's peak, or the process's max RSS on CPU), and
 the parent prints one table with ms/step, ms/sample, peak memory, and the distillation overhead as a
 ratio to the student-only step (both measured in the same process, so the ratio is one run's).
+``--malloc`` picks the glibc allocator settings of the children (``tuned`` = what training uses,
+``train/malloc.py``); ``both`` runs every model under each and adds the default/tuned ratio.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from distillbev.data.batch import Batch
 from distillbev.distill.loss import DistillLoss
 from distillbev.models import build_model
 from distillbev.train.config import RunConfig
+from distillbev.train.malloc import tune_malloc
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -175,6 +179,7 @@ def main() -> None:
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--models", default=",".join(MODELS), help="comma-separated subset of the models")
+    ap.add_argument("--malloc", default="tuned", choices=("tuned", "default", "both"))
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)  # one model, JSON rows out
     args = ap.parse_args()
     args.points = args.points or DEFAULT_POINTS[args.scale]
@@ -185,24 +190,41 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.child:
+        if args.malloc == "tuned":
+            tune_malloc()
         print(json.dumps(measure(names[0], args)))
         return
-    rows = []
+    rows, malloc_rows = [], []
+    settings = ("default", "tuned") if args.malloc == "both" else (args.malloc,)
     for n in names:
-        cmd = [sys.executable, __file__, "--child", "--models", n, "--scale", args.scale]
-        cmd += ["--batch", str(args.batch), "--steps", str(args.steps), "--points", str(args.points)]
-        cmd += ["--device", args.device, "--threads", str(args.threads)]
-        out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-        rows += [tuple(r) for r in json.loads(out.strip().splitlines()[-1])]
+        by_setting = {}
+        for setting in settings:
+            cmd = [sys.executable, __file__, "--child", "--models", n, "--scale", args.scale]
+            cmd += ["--batch", str(args.batch), "--steps", str(args.steps), "--points", str(args.points)]
+            cmd += ["--device", args.device, "--threads", str(args.threads), "--malloc", setting]
+            out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+            by_setting[setting] = [tuple(r) for r in json.loads(out.strip().splitlines()[-1])]
+        rows += by_setting[settings[-1]]
+        if args.malloc == "both":
+            for d, t in zip(by_setting["default"], by_setting["tuned"], strict=True):
+                malloc_rows.append((t[0], d[1], t[1], d[2], t[2]))
     print(
         f"scale {args.scale}, batch {args.batch}, device {args.device}, "
         f"threads {args.threads or torch.get_num_threads()}, {args.points} points/sample, "
+        f"malloc {settings[-1]}, "
         f"median of {args.steps} steps"
     )
     print(f"{'model':<26}{'ms/step':>10}{'ms/sample':>11}{'peak MB':>10}{'distill ratio':>15}")
     for name, sec, mb, ratio in rows:
         r = f"{ratio:.2f}x" if ratio else ""
         print(f"{name:<26}{sec * 1000:>10.0f}{sec * 1000 / args.batch:>11.0f}{mb:>10.0f}{r:>15}")
+    if malloc_rows:
+        print(f"\n{'malloc: model':<26}{'default ms':>11}{'tuned ms':>10}{'speed-up':>10}{'peak MB d/t':>14}")
+        for name, d_sec, t_sec, d_mb, t_mb in malloc_rows:
+            print(
+                f"{name:<26}{d_sec * 1000:>11.0f}{t_sec * 1000:>10.0f}{d_sec / t_sec:>9.2f}x"
+                f"{d_mb:>8.0f}/{t_mb:.0f}"
+            )
 
 
 if __name__ == "__main__":

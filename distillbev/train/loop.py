@@ -20,6 +20,7 @@ from distillbev.train.checkpoint import load_state_strict, read_checkpoint, save
 from distillbev.train.config import RunConfig
 from distillbev.train.data import make_loader
 from distillbev.train.logging import RunLogger
+from distillbev.train.malloc import tune_malloc
 from distillbev.train.schedule import build_scheduler
 
 
@@ -56,6 +57,8 @@ def train(
     device = distributed.device_for(info)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    if cfg.tune_malloc and device.type == "cpu":
+        tune_malloc()
     torch.manual_seed(cfg.seed + info.rank)
     model.to(device)
     if cfg.optim.channels_last:
