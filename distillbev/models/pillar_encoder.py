@@ -75,8 +75,47 @@ class PillarFeatureNet(nn.Module):
     def encode_points(self, features: torch.Tensor) -> torch.Tensor:
         """Linear (on the inputs times ``input_scale``) + BN + ReLU on per-point inputs
         ``(N, in_channels + 5)`` -> ``(N, out_channels)`` >= 0."""
-        weight = self.linear.weight * self.input_scale  # (C_out, C_in): scaling columns = scaling inputs
-        return torch.relu(self.norm(F.linear(features, weight)))
+        return torch.relu(self.affine_points(features))
+
+    def affine_points(self, features: torch.Tensor) -> torch.Tensor:
+        """Linear + BN (no ReLU) as one affine map of the inputs ``(N, F)`` -> ``(N, out_channels)``.
+
+        BN after a bias-free linear ``y = W x`` is itself affine in ``x``: ``gamma (W x - mu) / sigma +
+        beta``. In training its batch statistics follow from the inputs' moments, ``mu = W mean(x)`` and
+        ``sigma^2 = diag(W Cov(x) W^T)`` (biased, as BN normalises; the running variance takes the
+        unbiased one), computed on the ``(N, F)`` inputs (F = 10 or 22) instead of the ``(N, C)`` outputs.
+        So the per-point work is one ``addmm``, forward and backward, with BatchNorm1d's exact result
+        and gradients (to rounding) and its running statistics updated the same way.
+        """
+        weight = self.linear.weight * self.input_scale  # (C, F): scaling columns = scaling inputs
+        bn = self.norm
+        if bn.training or not bn.track_running_stats:
+            n = features.shape[0]
+            if n < 2:
+                raise ValueError(
+                    f"PillarFeatureNet: BatchNorm needs more than one point in training, got {n}"
+                )
+            with torch.autocast(features.device.type, enabled=False):
+                x = features.float()
+                x_mean = x.mean(0)  # (F,)
+                xc = x - x_mean
+                cov = xc.T @ xc / n  # (F, F)
+                w = weight.float()
+                mean = w @ x_mean  # (C,)
+                var = ((w @ cov) * w).sum(1).clamp(min=0)  # (C,) biased
+            if bn.training and bn.track_running_stats:
+                if bn.momentum is None:
+                    raise ValueError(
+                        "PillarFeatureNet: BatchNorm1d momentum=None (cumulative) is not supported"
+                    )
+                with torch.no_grad():
+                    bn.num_batches_tracked.add_(1)
+                    bn.running_mean.lerp_(mean.detach(), bn.momentum)
+                    bn.running_var.lerp_(var.detach() * n / (n - 1), bn.momentum)
+        else:
+            mean, var = bn.running_mean, bn.running_var
+        scale = bn.weight * torch.rsqrt(var + bn.eps)  # (C,)
+        return F.linear(features, weight * scale[:, None], bn.bias - mean * scale)
 
     def _check(self, points: torch.Tensor) -> None:
         if points.shape[-1] != self.in_channels:
@@ -93,8 +132,8 @@ class PillarFeatureNet(nn.Module):
         if len(pts) == 0:
             return pts.new_zeros((pillars.batch_size, self.out_channels, h, w))
         mean = scatter_mean(pts[:, :3], cell, n_cells)[cell]  # (N, 3)
-        x = self.encode_points(self.point_features(pts, mean, pillars.coords[:, 1], pillars.coords[:, 2]))
-        canvas = scatter_max(x, cell, n_cells)
+        x = self.affine_points(self.point_features(pts, mean, pillars.coords[:, 1], pillars.coords[:, 2]))
+        canvas = scatter_max(x, cell, n_cells)  # max(0, max over the pillar) = max of the ReLU
         return canvas.view(pillars.batch_size, h, w, -1).permute(0, 3, 1, 2).contiguous()  # (B, C, H, W)
 
     def forward_hard(self, pillars: HardPillars) -> torch.Tensor:
@@ -109,8 +148,8 @@ class PillarFeatureNet(nn.Module):
         else:
             mean = scatter_mean(pts[:, :3], pillar, p)[pillar]  # (N, 3)
             coords = pillars.coords[pillar]  # (N, 3)
-            x = self.encode_points(self.point_features(pts, mean, coords[:, 1], coords[:, 2]))  # (N, C)
-            feats = scatter_max(x, pillar, p)  # (P, C)
+            x = self.affine_points(self.point_features(pts, mean, coords[:, 1], coords[:, 2]))  # (N, C)
+            feats = scatter_max(x, pillar, p)  # (P, C), = the max of the ReLU
         return pillar_scatter(feats, pillars.coords, pillars.batch_size, self.grid.height, self.grid.width)
 
     def forward(self, pillars: DynamicPillars | HardPillars) -> torch.Tensor:

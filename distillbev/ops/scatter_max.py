@@ -1,4 +1,4 @@
-"""Scatter-max of non-negative features with a cheap backward (the dynamic PillarFeatureNet's reduction).
+"""Scatter-max with a zero floor and a cheap backward (the dynamic PillarFeatureNet's reduction).
 
 ``torch.Tensor.scatter_reduce(..., "amax")`` under autograd spends most of its time in the backward
 (gathering the result back to every point, comparing, counting ties). ``scatter_max`` records, per
@@ -35,8 +35,10 @@ class _ScatterMax(torch.autograd.Function):
 
 
 def scatter_max(x: torch.Tensor, index: torch.Tensor, size: int) -> torch.Tensor:
-    """``out[k, c] = max(0, max_{i: index[i] = k} x[i, c])`` for ``x (N, C) >= 0``, ``index (N,)`` in
-    ``[0, size)`` -> ``(size, C)`` (0 where no point lands); differentiable in ``x``."""
+    """``out[k, c] = max(0, max_{i: index[i] = k} x[i, c])`` for ``x (N, C)``, ``index (N,)`` in
+    ``[0, size)`` -> ``(size, C)`` (0 where no point lands); differentiable in ``x``. The zero floor
+    makes it the max of ``relu(x)``, gradient included (none where every point is negative), so a
+    PFN passes its pre-activation and skips the ReLU pass."""
     if x.dim() != 2 or index.shape != x.shape[:1]:
         raise ValueError(
             f"scatter_max: x must be (N, C) and index (N,), got {tuple(x.shape)}, {tuple(index.shape)}"

@@ -112,3 +112,38 @@ def test_pfn_input_scale_equals_scaling_the_linear_weights():
     assert not torch.allclose(out, PillarFeatureNet(5, 6, GRID).eval()(dynamic_voxelize(batch, GRID)))
     with pytest.raises(ValueError, match="input_scale needs 10 positive"):
         PillarFeatureNet(5, 6, GRID, input_scale=[1.0] * 9)
+
+
+def test_pfn_affine_equals_linear_then_batchnorm_values_grads_and_running_stats():
+    """The folded Linear + BN (statistics from the inputs' moments) against nn.Linear -> nn.BatchNorm1d,
+    on raw-scale inputs (tens of metres, intensity to 255), in training and in eval mode."""
+    torch.manual_seed(4)
+    pfn = PillarFeatureNet(5, 8, GRID, input_scale=[0.1] * 10)
+    with torch.no_grad():
+        pfn.norm.weight.uniform_(0.5, 1.5)
+        pfn.norm.bias.uniform_(-0.3, 0.3)
+    ref_bn = torch.nn.BatchNorm1d(8, eps=1e-3, momentum=0.01)
+    ref_bn.load_state_dict(pfn.norm.state_dict())
+    ref_w = (pfn.linear.weight.detach() * 0.1).clone().requires_grad_()
+    x = torch.cat(
+        [torch.rand(500, 2) * 60 - 30, torch.rand(500, 1) * 2, torch.rand(500, 1) * 255, torch.rand(500, 6)],
+        1,
+    )
+    for _ in range(2):  # two steps: the running statistics move twice
+        pfn.train(), ref_bn.train()
+        out = pfn.affine_points(x)
+        ref = ref_bn(x @ ref_w.T)
+        torch.testing.assert_close(out, ref, atol=2e-4, rtol=1e-4)
+        g = torch.randn_like(out)
+        grads = torch.autograd.grad((out * g).sum(), [pfn.linear.weight, pfn.norm.weight, pfn.norm.bias])
+        ref_grads = torch.autograd.grad((ref * g).sum(), [ref_w, ref_bn.weight, ref_bn.bias])
+        torch.testing.assert_close(grads[0] / 0.1, ref_grads[0], atol=1e-3, rtol=1e-3)
+        torch.testing.assert_close(grads[1:], ref_grads[1:], atol=1e-3, rtol=1e-3)
+    torch.testing.assert_close(pfn.norm.running_mean, ref_bn.running_mean, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(pfn.norm.running_var, ref_bn.running_var, atol=1e-3, rtol=1e-4)
+    assert int(pfn.norm.num_batches_tracked) == 2
+    pfn.eval(), ref_bn.eval()
+    torch.testing.assert_close(pfn.affine_points(x), ref_bn(x @ ref_w.T), atol=2e-4, rtol=1e-4)
+    torch.testing.assert_close(pfn.encode_points(x), torch.relu(ref_bn(x @ ref_w.T)), atol=2e-4, rtol=1e-4)
+    with pytest.raises(ValueError, match="more than one point"):
+        pfn.train().affine_points(x[:1])

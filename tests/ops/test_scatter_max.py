@@ -49,3 +49,24 @@ def test_a_tie_sends_the_whole_gradient_to_one_point():
 def test_bad_shapes_are_named():
     with pytest.raises(ValueError, match="scatter_max"):
         scatter_max(torch.zeros(4, 2), torch.zeros(3, dtype=torch.long), 2)
+
+
+def test_negative_inputs_give_the_max_of_the_relu_and_its_gradient():
+    """A PFN passes its pre-activation: scatter_max(x) == scatter_max(relu(x)), gradients included."""
+    g = torch.Generator().manual_seed(3)
+    x0 = torch.randn(400, 4, generator=g)
+    index = torch.randint(0, 25, (400,), generator=g)
+    w = torch.randn(25, 4, generator=g)
+    x1 = x0.clone().requires_grad_()
+    out = scatter_max(x1, index, 25)
+    (out * w).sum().backward()
+    x2 = x0.clone().requires_grad_()
+    ref = (
+        torch.relu(x2)
+        .new_zeros(25, 4)
+        .scatter_reduce(0, index[:, None].expand(-1, 4), torch.relu(x2), "amax", include_self=True)
+    )
+    (ref * w).sum().backward()
+    assert torch.equal(out, _reference(torch.relu(x0), index, 25))
+    assert torch.allclose(x1.grad, x2.grad)
+    assert bool((x1.grad[x0 < 0] == 0).all())
