@@ -3,7 +3,8 @@
 Per point the network sees its raw features (x, y, z, intensity, time lag [, MVP channels]), its offset
 from the mean xyz of the points in its pillar (3) and the x, y offset from the pillar centre (2); then
 Linear (no bias) + BatchNorm1d (eps 1e-3, momentum 0.01, statistics over the points of the whole batch)
-+ ReLU, and the max over the pillar's points.
++ ReLU, and the max over the pillar's points. The Linear and the BN run as one affine map whose BN
+statistics come from the inputs' moments (``affine_points``), and the ReLU is the zero floor of the max.
 
 Optionally each input column is multiplied by a fixed ``input_scale`` (folded into the linear layer's
 weight columns, so the per-point cost does not change) (``CenterPointConfig.
@@ -72,13 +73,9 @@ class PillarFeatureNet(nn.Module):
         centre = self.grid.pillar_centers(iy, ix).to(points.dtype)  # (N, 2)
         return torch.cat([points, points[:, :3] - pillar_mean, points[:, :2] - centre], 1)
 
-    def encode_points(self, features: torch.Tensor) -> torch.Tensor:
-        """Linear (on the inputs times ``input_scale``) + BN + ReLU on per-point inputs
-        ``(N, in_channels + 5)`` -> ``(N, out_channels)`` >= 0."""
-        return torch.relu(self.affine_points(features))
-
     def affine_points(self, features: torch.Tensor) -> torch.Tensor:
-        """Linear + BN (no ReLU) as one affine map of the inputs ``(N, F)`` -> ``(N, out_channels)``.
+        """Linear (on the inputs times ``input_scale``) + BN, no ReLU, as one affine map of the per-point
+        inputs ``(N, F)`` -> ``(N, out_channels)``.
 
         BN after a bias-free linear ``y = W x`` is itself affine in ``x``: ``gamma (W x - mu) / sigma +
         beta``. In training its batch statistics follow from the inputs' moments, ``mu = W mean(x)`` and

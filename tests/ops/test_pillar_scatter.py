@@ -144,6 +144,5 @@ def test_pfn_affine_equals_linear_then_batchnorm_values_grads_and_running_stats(
     assert int(pfn.norm.num_batches_tracked) == 2
     pfn.eval(), ref_bn.eval()
     torch.testing.assert_close(pfn.affine_points(x), ref_bn(x @ ref_w.T), atol=2e-4, rtol=1e-4)
-    torch.testing.assert_close(pfn.encode_points(x), torch.relu(ref_bn(x @ ref_w.T)), atol=2e-4, rtol=1e-4)
     with pytest.raises(ValueError, match="more than one point"):
         pfn.train().affine_points(x[:1])
