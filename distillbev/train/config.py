@@ -66,7 +66,7 @@ class RunConfig:
     eval_every_epochs: int = 0  # 0 = only at the end
     log_every_steps: int = 20
     threads: int = 0  # torch.set_num_threads (0 = leave torch's default)
-    tune_malloc: bool = True  # glibc: reuse freed memory instead of mmap/munmap per step (train/malloc.py)
+    tune_malloc: bool = True  # CPU + glibc (else no effect): reuse freed memory, no mmap (train/malloc.py)
 
     @property
     def is_teacher(self) -> bool:
