@@ -86,6 +86,8 @@ class PillarFeatureNet(nn.Module):
         """
         weight = self.linear.weight * self.input_scale  # (C, F): scaling columns = scaling inputs
         bn = self.norm
+        if isinstance(bn, nn.SyncBatchNorm):  # DDP: keep the statistics synchronised across processes
+            return bn(F.linear(features, weight))
         if bn.training or not bn.track_running_stats:
             n = features.shape[0]
             if n < 2:

@@ -146,3 +146,17 @@ def test_pfn_affine_equals_linear_then_batchnorm_values_grads_and_running_stats(
     torch.testing.assert_close(pfn.affine_points(x), ref_bn(x @ ref_w.T), atol=2e-4, rtol=1e-4)
     with pytest.raises(ValueError, match="more than one point"):
         pfn.train().affine_points(x[:1])
+
+
+def test_pfn_affine_uses_a_synced_batchnorm_as_it_is():
+    """Under DDP (SyncBatchNorm) the PFN calls the module, so its statistics stay synchronised across
+    processes (without a process group the module computes plain batch statistics: same values)."""
+    torch.manual_seed(5)
+    pfn = PillarFeatureNet(5, 4, GRID).train()
+    x = torch.randn(100, 10) * 3
+    plain = pfn.affine_points(x)
+    pfn.norm = torch.nn.SyncBatchNorm.convert_sync_batchnorm(pfn.norm)
+    calls = []
+    pfn.norm.register_forward_hook(lambda *_: calls.append(1))
+    torch.testing.assert_close(pfn.affine_points(x), plain, atol=1e-4, rtol=1e-4)
+    assert calls == [1]
