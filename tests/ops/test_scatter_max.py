@@ -23,19 +23,34 @@ def test_values_equal_a_python_loop_and_empty_groups_are_zero():
     assert torch.equal(out[7], torch.zeros(5)) and torch.equal(out[40:], torch.zeros(5, 5))
 
 
+def _builtin(x: torch.Tensor, index: torch.Tensor, size: int) -> torch.Tensor:
+    """The same reduction with torch's own scatter_reduce (zero floor, built-in gradient)."""
+    return x.new_zeros(size, x.shape[1]).scatter_reduce(
+        0, index[:, None].expand_as(x), x, "amax", include_self=True
+    )
+
+
+def _value_and_grad(fn, x0: torch.Tensor, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``fn(x)`` and the gradient of ``sum(fn(x) * w)`` at ``x0``."""
+    x = x0.clone().requires_grad_()
+    out = fn(x)
+    (out * w).sum().backward()
+    return out.detach(), x.grad
+
+
+def _random_case(seed: int, n: int, c: int, groups: int, positive: bool):
+    g = torch.Generator().manual_seed(seed)
+    x0 = torch.rand(n, c, generator=g) if positive else torch.randn(n, c, generator=g)
+    return x0, torch.randint(0, groups, (n,), generator=g), torch.randn(groups, c, generator=g)
+
+
 def test_gradient_equals_the_builtin_when_maxima_are_unique():
-    g = torch.Generator().manual_seed(1)
-    x0 = torch.rand(500, 6, generator=g)
-    index = torch.randint(0, 30, (500,), generator=g)
-    w = torch.randn(30, 6, generator=g)
-    x1 = x0.clone().requires_grad_()
-    (scatter_max(x1, index, 30) * w).sum().backward()
-    x2 = x0.clone().requires_grad_()
-    ref = x2.new_zeros(30, 6).scatter_reduce(0, index[:, None].expand_as(x2), x2, "amax", include_self=True)
-    (ref * w).sum().backward()
-    assert torch.allclose(x1.grad, x2.grad)
+    x0, index, w = _random_case(1, 500, 6, 30, positive=True)
+    _, grad = _value_and_grad(lambda x: scatter_max(x, index, 30), x0, w)
+    ref, ref_grad = _value_and_grad(lambda x: _builtin(x, index, 30), x0, w)
+    assert torch.allclose(grad, ref_grad)
     # exactly one point per non-empty (group, channel) receives that output's gradient
-    assert int((x1.grad != 0).sum()) == int((ref != 0).sum())
+    assert int((grad != 0).sum()) == int((ref != 0).sum())
 
 
 def test_a_tie_sends_the_whole_gradient_to_one_point():
@@ -53,20 +68,9 @@ def test_bad_shapes_are_named():
 
 def test_negative_inputs_give_the_max_of_the_relu_and_its_gradient():
     """A PFN passes its pre-activation: scatter_max(x) == scatter_max(relu(x)), gradients included."""
-    g = torch.Generator().manual_seed(3)
-    x0 = torch.randn(400, 4, generator=g)
-    index = torch.randint(0, 25, (400,), generator=g)
-    w = torch.randn(25, 4, generator=g)
-    x1 = x0.clone().requires_grad_()
-    out = scatter_max(x1, index, 25)
-    (out * w).sum().backward()
-    x2 = x0.clone().requires_grad_()
-    ref = (
-        torch.relu(x2)
-        .new_zeros(25, 4)
-        .scatter_reduce(0, index[:, None].expand(-1, 4), torch.relu(x2), "amax", include_self=True)
-    )
-    (ref * w).sum().backward()
+    x0, index, w = _random_case(3, 400, 4, 25, positive=False)
+    out, grad = _value_and_grad(lambda x: scatter_max(x, index, 25), x0, w)
+    _, ref_grad = _value_and_grad(lambda x: _builtin(torch.relu(x), index, 25), x0, w)
     assert torch.equal(out, _reference(torch.relu(x0), index, 25))
-    assert torch.allclose(x1.grad, x2.grad)
-    assert bool((x1.grad[x0 < 0] == 0).all())
+    assert torch.allclose(grad, ref_grad)
+    assert bool((grad[x0 < 0] == 0).all())
