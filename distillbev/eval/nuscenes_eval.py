@@ -28,6 +28,7 @@ from nuscenes.eval.common.data_classes import EvalBoxes
 from nuscenes.eval.detection.evaluate import DetectionEval
 from nuscenes.utils.splits import get_scenes_of_split, is_predefined_split
 
+from distillbev.eval.motion import motion_breakdown
 from distillbev.eval.results import ResultsError, load_results
 from distillbev.io import write_json
 from distillbev.structures import CLASS_NAMES
@@ -189,9 +190,10 @@ def evaluate(
     Returns a flat dict: ``mAP``, ``NDS``, ``mATE`` .. ``mAAE``, ``AP/<class>``, ``ATE/<class>`` ..
     ``AAE/<class>`` (None where the devkit leaves them undefined), ``AP@<th>m/<class>``,
     ``mAP_<lo>-<hi>m`` and ``AP_<lo>-<hi>m/<class>`` per distance bin (empty ``distance_bins`` skips
-    them), counts and ``eval_time_s``. The dict is also written atomically to ``out_dir/metrics.json``;
-    the devkit's own ``metrics_summary.json`` / ``metrics_details.json`` land beside it. Pass an
-    already loaded ``nusc`` to skip reloading the tables.
+    them), the heading / velocity breakdown ``motion/<key>/<class>`` of
+    :func:`distillbev.eval.motion.motion_breakdown`, counts and ``eval_time_s``. The dict is also
+    written atomically to ``out_dir/metrics.json``; the devkit's own ``metrics_summary.json`` /
+    ``metrics_details.json`` land beside it. Pass an already loaded ``nusc`` to skip reloading the tables.
     """
     start = time.perf_counter()
     out_dir = Path(out_dir)
@@ -223,6 +225,7 @@ def evaluate(
             raise ValueError(f"split {split!r}: no ground-truth box survives the devkit's range/point filter")
         summary = ev.main(plot_examples=0, render_curves=False)
         flat = flatten_summary(summary)
+        flat.update(motion_breakdown(ev.gt_boxes, ev.pred_boxes))
         if distance_bins:
             flat.update(_distance_metrics(ev, distance_bins))
     flat.update(

@@ -13,6 +13,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from distillbev.eval.motion import DIST_TH, MIN_SCORE, MOVING_SPEED
 from distillbev.io import write_text
 from distillbev.structures import CLASS_NAMES
 
@@ -80,8 +81,38 @@ def format_distance_table(metrics: dict[str, Any]) -> Table | None:
     return table
 
 
+_MOTION = (
+    ("n", "n", 0),
+    ("heading30", "head<30", 2),
+    ("flipped", "flip>150", 2),
+    ("heading30_moving", "head<30 mov", 2),
+    ("heading30_static", "head<30 stat", 2),
+    ("speed_pred", "speed pred", 2),
+    ("speed_gt", "speed GT", 2),
+    ("ave_moving", "AVE mov", 2),
+    ("ave_static", "AVE stat", 2),
+)
+
+
+def format_motion_table(metrics: dict[str, Any]) -> Table | None:
+    """A rich Table of the heading / velocity breakdown (None when the dict has none)."""
+    names = [n for n in CLASS_NAMES if f"motion/n/{n}" in metrics]
+    if not names:
+        return None
+    table = Table(
+        title=f"matched detections (score >= {MIN_SCORE:g}, within {DIST_TH:g} m): heading share within 30 / "
+        f"past 150 deg, moving vs static (> {MOVING_SPEED:g} m/s), speed and velocity error (m/s)"
+    )
+    table.add_column("class")
+    for _, col, _ in _MOTION:
+        table.add_column(col, justify="right")
+    for n in names:
+        table.add_row(n, *[_fmt(metrics.get(f"motion/{k}/{n}"), d) for k, _, d in _MOTION])
+    return table
+
+
 def print_metrics(metrics: dict[str, Any], title: str | None = None, console: Console | None = None) -> None:
-    """Print the headline line, the per-class table and (if present) the per-distance table."""
+    """Print the headline line, the per-class table and (if present) the per-distance and motion tables."""
     console = console or Console()
     _check(metrics)
     console.print("  ".join(f"{k} {_fmt(metrics[k], 4)}" for k in _HEADLINE))
@@ -89,6 +120,9 @@ def print_metrics(metrics: dict[str, Any], title: str | None = None, console: Co
     dist = format_distance_table(metrics)
     if dist is not None:
         console.print(dist)
+    motion = format_motion_table(metrics)
+    if motion is not None:
+        console.print(motion)
 
 
 def _md_table(header: list[str], rows: list[list[str]]) -> str:
