@@ -10,6 +10,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -81,16 +82,16 @@ def format_distance_table(metrics: dict[str, Any]) -> Table | None:
     return table
 
 
-_MOTION = (
+_MOTION = (  # key, column, digits
     ("n", "n", 0),
-    ("heading30", "head<30", 2),
-    ("flipped", "flip>150", 2),
-    ("heading30_moving", "head<30 mov", 2),
-    ("heading30_static", "head<30 stat", 2),
-    ("speed_pred", "speed pred", 2),
-    ("speed_gt", "speed GT", 2),
-    ("ave_moving", "AVE mov", 2),
-    ("ave_static", "AVE stat", 2),
+    ("heading30", "<30", 2),
+    ("flipped", ">150", 2),
+    ("heading30_moving", "<30mv", 2),
+    ("heading30_static", "<30st", 2),
+    ("speed_pred", "v_pred", 2),
+    ("speed_gt", "v_gt", 2),
+    ("ave_moving", "AVEmv", 2),
+    ("ave_static", "AVEst", 2),
 )
 
 
@@ -100,12 +101,15 @@ def format_motion_table(metrics: dict[str, Any]) -> Table | None:
     if not names:
         return None
     table = Table(
-        title=f"matched detections (score >= {MIN_SCORE:g}, within {DIST_TH:g} m): heading share within 30 / "
-        f"past 150 deg, moving vs static (> {MOVING_SPEED:g} m/s), speed and velocity error (m/s)"
+        title="heading and velocity of matched detections",
+        caption=f"score >= {MIN_SCORE:g}, centre within {DIST_TH:g} m; <30 / >150: share of headings within"
+        f" 30 / past 150 deg (mv: moving > {MOVING_SPEED:g} m/s, st: static); v: mean speed of moving ones;"
+        " AVE: velocity error (m/s)",
+        box=box.SIMPLE_HEAD,
     )
     table.add_column("class")
     for _, col, _ in _MOTION:
-        table.add_column(col, justify="right")
+        table.add_column(col, justify="right", no_wrap=True)
     for n in names:
         table.add_row(n, *[_fmt(metrics.get(f"motion/{k}/{n}"), d) for k, _, d in _MOTION])
     return table
