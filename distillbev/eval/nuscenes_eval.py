@@ -225,7 +225,7 @@ def evaluate(
             raise ValueError(f"split {split!r}: no ground-truth box survives the devkit's range/point filter")
         summary = ev.main(plot_examples=0, render_curves=False)
         flat = flatten_summary(summary)
-        flat.update(motion_breakdown(ev.gt_boxes, ev.pred_boxes))
+        flat.update(motion_breakdown(ev.gt_boxes, ev.pred_boxes, dist_th=cfg.dist_th_tp))
         if distance_bins:
             flat.update(_distance_metrics(ev, distance_bins))
     flat.update(

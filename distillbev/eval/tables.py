@@ -14,7 +14,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from distillbev.eval.motion import DIST_TH, MIN_SCORE, MOVING_SPEED
+from distillbev.eval.motion import DIST_TH, MIN_SCORE, MOTION_KEYS, MOVING_SPEED
 from distillbev.io import write_text
 from distillbev.structures import CLASS_NAMES
 
@@ -82,17 +82,17 @@ def format_distance_table(metrics: dict[str, Any]) -> Table | None:
     return table
 
 
-_MOTION = (  # key, column, digits
-    ("n", "n", 0),
-    ("heading30", "<30", 2),
-    ("flipped", ">150", 2),
-    ("heading30_moving", "<30mv", 2),
-    ("heading30_static", "<30st", 2),
-    ("speed_pred", "v_pred", 2),
-    ("speed_gt", "v_gt", 2),
-    ("ave_moving", "AVEmv", 2),
-    ("ave_static", "AVEst", 2),
-)
+_MOTION_HEADERS = {  # column header of each key of distillbev.eval.motion.MOTION_KEYS
+    "n": "n",
+    "heading30": "<30",
+    "flipped": ">150",
+    "heading30_moving": "<30mv",
+    "heading30_static": "<30st",
+    "speed_pred": "v_pred",
+    "speed_gt": "v_gt",
+    "ave_moving": "AVEmv",
+    "ave_static": "AVEst",
+}
 
 
 def format_motion_table(metrics: dict[str, Any]) -> Table | None:
@@ -108,10 +108,10 @@ def format_motion_table(metrics: dict[str, Any]) -> Table | None:
         box=box.SIMPLE_HEAD,
     )
     table.add_column("class")
-    for _, col, _ in _MOTION:
-        table.add_column(col, justify="right", no_wrap=True)
+    for key in MOTION_KEYS:
+        table.add_column(_MOTION_HEADERS[key], justify="right", no_wrap=True)
     for n in names:
-        table.add_row(n, *[_fmt(metrics.get(f"motion/{k}/{n}"), d) for k, _, d in _MOTION])
+        table.add_row(n, *[_fmt(metrics.get(f"motion/{k}/{n}"), 0 if k == "n" else 2) for k in MOTION_KEYS])
     return table
 
 

@@ -13,6 +13,7 @@ from distillbev.eval.fake_predictions import gt_predictions
 from distillbev.eval.motion import match_class, motion_breakdown
 from distillbev.eval.nuscenes_eval import evaluate
 from distillbev.eval.results import write_results
+from distillbev.eval.tables import format_motion_table
 
 
 def _box(token, name, xy, yaw, velocity, score=-1.0):
@@ -82,8 +83,18 @@ def test_flipped_cars_against_devkit_aoe(eval_world, tmp_path):
                  nusc=eval_world.nusc, distance_bins=())
     assert m["AOE/car"] == pytest.approx(math.pi, abs=1e-6)
     assert m["motion/n/car"] > 0 and m["motion/flipped/car"] == 1.0 and m["motion/heading30/car"] == 0.0
+    assert m["motion/speed_pred/car"] == pytest.approx(m["motion/speed_gt/car"])  # velocities untouched
     for name in ("truck", "pedestrian"):
-        if m[f"motion/n/{name}"]:
-            assert m[f"motion/heading30/{name}"] == 1.0 and m[f"motion/flipped/{name}"] == 0.0
-            for key in ("ave_moving", "ave_static"):
-                assert m[f"motion/{key}/{name}"] in (None, pytest.approx(0.0, abs=1e-9))
+        assert m[f"motion/n/{name}"] > 0, name
+        assert m[f"motion/heading30/{name}"] == 1.0 and m[f"motion/flipped/{name}"] == 0.0
+        for key in ("ave_moving", "ave_static"):
+            assert m[f"motion/{key}/{name}"] in (None, pytest.approx(0.0, abs=1e-9))
+
+
+def test_motion_table_shows_values_and_dashes():
+    m = {"motion/n/car": 2, "motion/heading30/car": 0.5, "motion/speed_pred/car": None}
+    table = format_motion_table(m)
+    assert [c.header for c in table.columns][:3] == ["class", "n", "<30"]
+    row = [next(iter(c.cells)) for c in table.columns]
+    assert row[:3] == ["car", "2", "0.50"] and row[6] == "-"  # speed_pred None -> dash
+    assert format_motion_table({"mAP": 0.1}) is None
