@@ -29,7 +29,6 @@ from distillbev.models.lss import (
     DepthBins,
     DepthNet,
     LSSViewTransformer,
-    local_correlation,
     prev_to_current,
     warp_bev,
 )
@@ -68,10 +67,6 @@ class StudentConfig:
     bev_z_range: tuple[float, float] = (-10.0, 10.0)  # the single LSS height bin
     pool_method: Literal["index_add", "segment"] = "index_add"  # BEV pooling (ops/bev_pool.py)
     preprocess_blocks: int = 2  # 4D: BasicBlocks at C channels before alignment
-    # 4D: also concatenate the cosine correlation of the current and the warped previous BEV within
-    # this many cells ((2r+1)^2 channels; 0 = BEVDet4D's plain concat). Not in the paper: it hands the
-    # encoder the displacement that the concat leaves it to discover (see README, students).
-    temporal_correlation: int = 0
     bev_channels: tuple[int, int, int] = (32, 64, 128)  # encoder stages = taps B0-B2; full (128, 256, 512)
     bev_strides: tuple[int, int, int] = (1, 2, 2)  # per stage; full (2, 2, 2)
     bev_blocks: tuple[int, int, int] = (2, 2, 2)  # BasicBlocks per stage
@@ -128,10 +123,6 @@ class StudentConfig:
         for name, v in positive.items():
             if v < 1:
                 raise ValueError(f"{name} must be >= 1, got {v}")
-        if self.temporal_correlation < 0 or (self.temporal_correlation and not self.temporal):
-            raise ValueError(
-                f"temporal_correlation must be >= 0 and needs temporal: true, got {self.temporal_correlation}"
-            )
         for name, vs in (
             ("tiny_widths", self.tiny_widths),
             ("tiny_blocks", self.tiny_blocks),
@@ -140,13 +131,6 @@ class StudentConfig:
         ):
             if min(vs) < 1:
                 raise ValueError(f"{name} must all be >= 1, got {vs}")
-
-    def bev_encoder_channels(self) -> int:
-        """Channels entering the BEV encoder: C, 2C for 4D, plus (2r+1)^2 with temporal_correlation."""
-        if not self.temporal:
-            return self.context_channels
-        r = self.temporal_correlation
-        return 2 * self.context_channels + ((2 * r + 1) ** 2 if r else 0)
 
     def bins(self) -> DepthBins:
         """The depth candidates."""
@@ -227,10 +211,7 @@ class BEVDet(BEVDetector):
             prev, _ = self.lift_splat(batch.prev_images, cams)
             prev = self.pre_process(prev)[-1]
             prev = warp_bev(prev, prev_to_current(batch.cam2lidar, batch.prev_cam2lidar), self.grid)
-        fused = [cur, prev.detach()]  # (B, 2C, G_y, G_x)
-        if self.cfg.temporal_correlation:
-            fused.append(local_correlation(cur, prev.detach(), self.cfg.temporal_correlation).to(cur.dtype))
-        return torch.cat(fused, 1)
+        return torch.cat([cur, prev.detach()], 1)  # (B, 2C, G_y, G_x)
 
     def forward_bev(self, batch: Batch) -> dict[str, torch.Tensor]:
         """Taps ``B0, B1, B2`` (BEV encoder stages), ``H`` (FPN_LSS, on the LSS grid) and, for BEVDepth,
@@ -296,7 +277,7 @@ def build_student(cfg: StudentConfig) -> BEVDet:
     )
     pre_process = ResNetForBEVDet(c, (c,), (1,), (cfg.preprocess_blocks,)) if cfg.temporal else None
     bev_encoder = ResNetForBEVDet(
-        cfg.bev_encoder_channels(), cfg.bev_channels, cfg.bev_strides, cfg.bev_blocks
+        2 * c if cfg.temporal else c, cfg.bev_channels, cfg.bev_strides, cfg.bev_blocks
     )
     fpn = FPN_LSS(
         (cfg.bev_channels[0], cfg.bev_channels[2]),

@@ -207,24 +207,3 @@ def _sampling_grid(prev_to_cur: torch.Tensor, grid: BEVGrid, device: torch.devic
     col = (src[..., 0] - grid.x_min) / grid.cell - 0.5  # fractional column index
     row = (src[..., 1] - grid.y_min) / grid.cell - 0.5
     return torch.stack([2 * col / max(w - 1, 1) - 1, 2 * row / max(h - 1, 1) - 1], -1)
-
-
-def local_correlation(cur: torch.Tensor, prev: torch.Tensor, radius: int) -> torch.Tensor:
-    """Cosine similarity of every current cell with the previous map's cells within ``radius`` cells:
-    ``(B, C, H, W)`` x 2 -> ``(B, (2r+1)^2, H, W)``, channel ``(dy + r) (2r+1) + (dx + r)`` holding
-    ``cos(cur[:, :, y, x], prev[:, :, y + dy, x + dx])`` (0 outside the map). An object that moved by
-    ``(ddy, ddx)`` cells between the frames peaks at ``(dy, dx) = (-ddy, -ddx)`` (FlowNet's correlation)."""
-    if cur.shape != prev.shape:
-        raise ValueError(f"local_correlation: maps differ, {tuple(cur.shape)} vs {tuple(prev.shape)}")
-    h, w = cur.shape[-2:]
-    cur, prev = F.normalize(cur.float(), dim=1), F.normalize(prev.float(), dim=1)
-    padded = F.pad(prev, (radius, radius, radius, radius))
-    offsets = range(-radius, radius + 1)
-    return torch.stack(
-        [
-            (cur * padded[:, :, radius + dy : radius + dy + h, radius + dx : radius + dx + w]).sum(1)
-            for dy in offsets
-            for dx in offsets
-        ],
-        1,
-    )

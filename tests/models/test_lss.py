@@ -14,7 +14,6 @@ from distillbev.models.lss import (
     LSSViewTransformer,
     create_frustum,
     frustum_to_lidar,
-    local_correlation,
     prev_to_current,
     warp_bev,
 )
@@ -187,32 +186,3 @@ def test_prev_to_current_recovers_the_ego_motion_in_the_augmented_frame():
     # bev_aug motion p in the current one
     p = torch.tensor([2.0, 1.0, 0.0, 1.0])
     assert torch.allclose(got @ (bev_aug @ p), bev_aug @ motion @ p, atol=1e-5)
-
-
-def test_local_correlation_peaks_at_the_displacement_of_a_moved_object():
-    """An object at (row 3, col 2) in the previous map that moved to (row 4, col 5) (1 row down, 3 columns
-    right) correlates 1 (cosine) with its old cell at offset (dy, dx) = (-1, -3); a static one at
-    (6, 6) at (0, 0); empty cells correlate 0 everywhere, and offsets past the border read zeros."""
-    r = 3
-    feat = torch.tensor([2.0, -1.0, 0.5])
-    other = torch.tensor([0.0, 1.0, 2.0])  # cos(feat, other) = 0
-    prev, cur = torch.zeros(1, 3, 8, 8), torch.zeros(1, 3, 8, 8)
-    prev[0, :, 3, 2] = feat
-    cur[0, :, 4, 5] = 3.0 * feat  # cosine: the scale does not matter
-    prev[0, :, 6, 6] = cur[0, :, 6, 6] = other
-    corr = local_correlation(cur, prev, r)
-    assert corr.shape == (1, 49, 8, 8)
-
-    def channel(dy: int, dx: int) -> int:
-        return (dy + r) * (2 * r + 1) + (dx + r)
-
-    assert corr[0, channel(-1, -3), 4, 5] == pytest.approx(1.0, abs=1e-6)
-    assert corr[0, channel(0, 0), 6, 6] == pytest.approx(1.0, abs=1e-6)
-    assert corr[0, :, 4, 5].argmax() == channel(-1, -3)
-    # the moved object does not match the static one: every other offset of (4, 5) is 0 (empty or orthogonal)
-    rest = torch.cat([corr[0, : channel(-1, -3), 4, 5], corr[0, channel(-1, -3) + 1 :, 4, 5]])
-    assert rest.abs().max() < 1e-6
-    assert corr[0, :, 0, 0].abs().max() < 1e-6  # an empty current cell
-    assert corr[0, channel(0, 3), 6, 6] == 0.0  # column 9 lies past the border
-    with pytest.raises(ValueError, match="local_correlation"):
-        local_correlation(cur, prev[:, :2], r)

@@ -184,32 +184,6 @@ def test_resnet_built_to_stride_16_loads_a_full_torchvision_checkpoint(tmp_path)
     assert torch.equal(model.backbone(x)[-1], src(x)[0])  # both are the layer3 output
 
 
-def test_temporal_correlation_adds_its_channels_and_reads_the_previous_frame():
-    """With temporal_correlation r the encoder takes 2C + (2r+1)^2 channels, every parameter trains, the
-    previous branch stays detached, and the output depends on the previous frame; it needs 4D."""
-    torch.manual_seed(0)
-    cfg = smoke_config(temporal=True, temporal_correlation=2)
-    assert cfg.bev_encoder_channels() == 2 * cfg.context_channels + 25
-    model = build_student(cfg)
-    assert model.bev_encoder.stages[0][0].conv1.in_channels == 2 * cfg.context_channels + 25
-    batch = smoke_batch(cfg)
-    batch.prev_images.requires_grad_(True)
-    taps, preds = model(batch)
-    sum(model.loss(batch, taps, preds).values()).backward()
-    zero = [n for n, p in model.named_parameters() if p.grad is None or p.grad.abs().sum() == 0]
-    assert not zero, f"parameters without a gradient: {zero}"
-    assert batch.prev_images.grad is None
-    model.eval()
-    with torch.no_grad():
-        h1 = model.forward_bev(batch)["H"]
-        batch.prev_images = batch.prev_images + 1.0
-        assert not torch.allclose(h1, model.forward_bev(batch)["H"])
-    with pytest.raises(ValueError, match="temporal_correlation"):
-        smoke_config(temporal=False, temporal_correlation=2)
-    with pytest.raises(ValueError, match="temporal_correlation"):
-        smoke_config(temporal=True, temporal_correlation=-1)
-
-
 def test_temporal_student_uses_the_previous_frame_and_refuses_a_batch_without_it():
     torch.manual_seed(0)
     cfg = smoke_config(temporal=True)
