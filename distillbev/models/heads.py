@@ -93,11 +93,6 @@ class HeadConfig:
     # other regression targets, and AdamW moves every output by about the same amount per step, so a
     # short schedule never reaches them at 1 (the branch sits at the median, 0 m/s).
     velocity_scale: float = 1.0
-    # Smooth-L1 transition (m/s) of the velocity columns; 0 = plain L1 (CenterPoint). Under L1 every
-    # static object (most of them) pushes the branch with a full unit gradient of random sign once its
-    # prediction sits near 0, drowning the few moving ones; under smooth L1 small errors push in
-    # proportion, so only the moving objects' consistent pull is left.
-    velocity_beta: float = 0.0
     # Decoding: a box whose predicted speed exceeds this (m/s) gets its heading turned by pi when that
     # heading points against its velocity (objects move forwards); 0 = off (CenterPoint).
     heading_from_motion: float = 0.0
@@ -165,8 +160,6 @@ class CenterHead(nn.Module):
             raise ValueError(f"HeadConfig.heading_from_motion must be >= 0, got {cfg.heading_from_motion}")
         if not cfg.velocity_scale > 0:
             raise ValueError(f"HeadConfig.velocity_scale must be > 0, got {cfg.velocity_scale}")
-        if cfg.velocity_beta < 0:
-            raise ValueError(f"HeadConfig.velocity_beta must be >= 0, got {cfg.velocity_beta}")
         self.grid, self.cfg, self.tasks = grid, cfg, tasks
         self.class_labels = [
             [class_index(name) for name in names] for names in tasks
@@ -222,7 +215,6 @@ class CenterHead(nn.Module):
         heat_total, box_total = 0.0, 0.0
         target_scale = torch.ones(CODE_SIZE, device=code_weights.device)
         target_scale[8:10] = 1.0 / self.cfg.velocity_scale
-        beta_vel = self.cfg.velocity_beta / self.cfg.velocity_scale  # in branch units
         for t, pred in enumerate(preds):
             target = targets.heatmaps[t]
             num_pos = max(float(target.eq(1).sum()), 1.0)
@@ -234,12 +226,8 @@ class CenterHead(nn.Module):
             )  # (B, M, 10)
             mask = targets.masks[t].float()  # (B, M)
             weight = mask[..., None] * code_weights  # (B, M, 10)
-            err = (gathered - targets.box_targets[t] * target_scale).abs()
-            if self.cfg.velocity_beta > 0:
-                vel = err[..., 8:]  # smooth L1: quadratic below beta, the L1 line less beta / 2 above
-                vel = torch.where(vel < beta_vel, 0.5 * vel**2 / beta_vel, vel - 0.5 * beta_vel)
-                err = torch.cat([err[..., :8], vel], -1)
-            l1 = (err * weight).sum() / (mask.sum() + 1e-4)
+            diff = gathered - targets.box_targets[t] * target_scale
+            l1 = (diff.abs() * weight).sum() / (mask.sum() + 1e-4)
             box_total = box_total + self.cfg.box_loss_weight * l1
         return {"heatmap": heat_total, "box": box_total}
 

@@ -296,36 +296,6 @@ def test_velocity_scale_round_trip_and_loss():
         _head(dataclasses.replace(SMALL, velocity_scale=0.0))
 
 
-def _velocity_only_box_loss(targets: HeadTargets, cost: tuple[float, float], scale: float) -> float:
-    """Box loss when only the velocity columns err, at ``cost`` (vx, vy) per object in m/s-units / scale:
-    per task the code-weighted sum over objects / (#objects + 1e-4), times box_loss_weight."""
-    w = SMALL.code_weights[8:10]
-    per_object = (cost[0] * w[0] + cost[1] * w[1]) / scale
-    return sum(
-        SMALL.box_loss_weight * per_object * float(m.sum()) / (float(m.sum()) + 1e-4) for m in targets.masks
-    )
-
-
-def test_velocity_beta_smooth_l1_hand_computed():
-    """With ``velocity_beta`` the velocity columns cost 0.5 e^2 / beta below beta and e - beta / 2 above
-    (in branch units: beta / velocity_scale); the other columns stay L1. Errors of 0.5 and 3 m/s with
-    beta = 1 m/s cost 0.125 and 2.5 instead of 0.5 and 3."""
-    for scale in (1.0, 2.0):
-        head = _head(dataclasses.replace(SMALL, velocity_beta=1.0, velocity_scale=scale))
-        boxes, labels = _scene()
-        targets = head.build_targets([boxes], [labels])
-        preds = _perfect_preds(head, targets)
-        for p in preds:
-            p["vel"] = p["vel"] / scale + torch.tensor([0.5, 3.0]).view(1, 2, 1, 1) / scale
-        smooth = float(head.loss_from_targets(preds, targets)["box"])
-        assert smooth == pytest.approx(_velocity_only_box_loss(targets, (0.125, 2.5), scale), rel=1e-5)
-        plain = _head(dataclasses.replace(SMALL, velocity_scale=scale))  # beta 0: plain L1
-        l1 = float(plain.loss_from_targets(preds, targets)["box"])
-        assert l1 == pytest.approx(_velocity_only_box_loss(targets, (0.5, 3.0), scale), rel=1e-5)
-    with pytest.raises(ValueError, match="velocity_beta"):
-        _head(dataclasses.replace(SMALL, velocity_beta=-1.0))
-
-
 def test_heading_from_motion_turns_only_moving_reversed_boxes():
     boxes, labels = _scene()
     speed = torch.linspace(0.0, 3.0, len(boxes))  # the first boxes are slower than the 0.5 m/s threshold
