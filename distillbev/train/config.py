@@ -31,6 +31,7 @@ class DataConfig:
     max_val_samples: int = (
         0  # evaluate on the first N val samples (0 = all); the devkit scores the rest empty
     )
+    cbgs: bool = False  # class-balanced resampling of the training split (CBGS, data/cbgs.py)
 
 
 @dataclass(frozen=True)

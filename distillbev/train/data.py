@@ -6,6 +6,7 @@ import torch
 from torch.utils.data import DataLoader, Subset
 from torch.utils.data.distributed import DistributedSampler
 
+from distillbev.data.cbgs import CBGSDataset, cbgs_dataset
 from distillbev.data.collate import collate
 from distillbev.data.nuscenes import NuScenesDataset
 from distillbev.train.config import RunConfig
@@ -19,6 +20,8 @@ def make_dataset(cfg: RunConfig, train: bool) -> torch.utils.data.Dataset:
     reader = reader_for_run(cfg)
     ds = NuScenesDataset(d.dataroot, d.version, split, reader, train=train, mvp=cfg.mvp, seed=cfg.seed)
     limit = d.max_train_samples if train else d.max_val_samples
+    if train and d.cbgs:  # the first N samples, then CBGS over those; indexes ``ds`` directly
+        return cbgs_dataset(ds, range(min(limit or len(ds), len(ds))), cfg.seed)
     if limit and limit < len(ds):
         ds = Subset(ds, range(limit))
     return ds
@@ -41,6 +44,8 @@ def reader_for_run(cfg: RunConfig):
 def make_loader(cfg: RunConfig, train: bool, info: DistInfo | None = None) -> DataLoader:
     """A DataLoader with the project's collate (and a DistributedSampler under DDP)."""
     ds = make_dataset(cfg, train)
+    if isinstance(ds, CBGSDataset) and (info is None or info.is_main):
+        print(f"CBGS: {ds.num_source} training samples -> {len(ds)} per epoch", flush=True)
     sampler = None
     if info is not None and info.world_size > 1:
         sampler = DistributedSampler(
