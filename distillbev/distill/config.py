@@ -83,6 +83,10 @@ class DistillConfig:
     # (B, C, H, W). 1.0 = the FitNets hint loss; per unit of per-channel error this is much weaker than
     # the split loss (whose FG term sums over objects), matching the "no component" row's small gain.
     plain_weight: float = 1.0
+    # Head inheritance (released scripts: inherit_head=True): the student's CenterHead task branches
+    # start as a copy of the teacher's (not the shared conv; train/inherit.py). Needs identical tasks,
+    # share_channels and head_channels. Not applied when resuming (the checkpoint holds the student).
+    inherit_head: bool = True
 
     def __post_init__(self) -> None:
         for field_name in ("layers", "fp_layers"):

@@ -68,6 +68,9 @@ class RunConfig:
     log_every_steps: int = 20
     threads: int = 0  # torch.set_num_threads (0 = leave torch's default)
     tune_malloc: bool = True  # CPU + glibc (else no effect): reuse freed memory, no mmap (train/malloc.py)
+    # Path of a teacher checkpoint whose head task branches initialise a plain (not distilled) student,
+    # as distill.inherit_head does for a distilled one (train/inherit.py); "" = none.
+    inherit_head_from: str = ""
 
     @property
     def is_teacher(self) -> bool:

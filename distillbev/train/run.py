@@ -14,6 +14,7 @@ from torch import nn
 from distillbev.config import ConfigError, dump_config, load_config
 from distillbev.train.checkpoint import load_model, load_state_strict, read_checkpoint
 from distillbev.train.config import RunConfig
+from distillbev.train.inherit import inherit_head, inherited_line
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -96,6 +97,43 @@ def with_teacher_points(cfg: RunConfig, t_cfg: RunConfig) -> RunConfig:
     return replace(cfg, data=replace(cfg.data, reader=reader), mvp=t_cfg.mvp)
 
 
+def load_teacher(path: Path) -> tuple[nn.Module, RunConfig]:
+    """A LiDAR teacher and its config from a checkpoint; a student checkpoint is refused."""
+    t_model, t_cfg, _ = load_model(path)
+    if not t_cfg.is_teacher:
+        raise ValueError(f"{path} is a {t_cfg.model!r} checkpoint, not a LiDAR teacher")
+    return t_model, t_cfg
+
+
+def head_source(cfg: RunConfig, teacher: Path | None, resume: Path | None) -> Path | None:
+    """The teacher checkpoint whose head task branches initialise the student, or None.
+
+    Distillation (``teacher`` given) uses ``distill.inherit_head``; a plain student uses
+    ``inherit_head_from``. A resumed run inherits nothing: its checkpoint holds the student's own head.
+    """
+    wanted = Path(cfg.inherit_head_from) if cfg.inherit_head_from else None
+    if wanted is not None and cfg.is_teacher:
+        raise ConfigError(f"inherit_head_from: a {cfg.model!r} teacher run has no teacher to inherit from")
+    if wanted is not None and not wanted.is_file():
+        raise ConfigError(f"inherit_head_from: teacher checkpoint not found: {wanted}")
+    if teacher is not None and wanted is not None:
+        if not cfg.distill.inherit_head:
+            raise ConfigError(
+                f"inherit_head_from={wanted} is set but distill.inherit_head=false; distilling from "
+                f"{teacher}, set distill.inherit_head=true (and drop inherit_head_from) to inherit its head"
+            )
+        if wanted.resolve() != Path(teacher).resolve():
+            raise ConfigError(
+                f"inherit_head_from={wanted} differs from the distillation teacher {teacher}; the head is "
+                "inherited from the teacher (distill.inherit_head): drop inherit_head_from"
+            )
+    if resume is not None:
+        return None
+    if teacher is not None:
+        return Path(teacher) if cfg.distill.inherit_head else None
+    return wanted
+
+
 def run_training(
     files: Sequence[Path],
     out: Path | None,
@@ -120,10 +158,9 @@ def run_training(
             raise ConfigError(
                 f"{files[0]}: a teacher checkpoint was given but the config trains a {cfg.model!r}"
             )
-        t_model, t_cfg, _ = load_model(teacher)
-        if not t_cfg.is_teacher:
-            raise ValueError(f"{teacher} is a {t_cfg.model!r} checkpoint, not a LiDAR teacher")
+        t_model, t_cfg = load_teacher(teacher)
         cfg = with_teacher_points(cfg, t_cfg)
+    head_from = head_source(cfg, teacher, resume)
     name = Path(files[-1]).stem + (f"_from_{Path(teacher).parent.name}" if teacher else "")
     run_dir = Path(out) if out is not None else ROOT / "runs" / name
     print(yaml.safe_dump(to_dict(cfg), sort_keys=False).rstrip())
@@ -136,6 +173,9 @@ def run_training(
     model = build_model(cfg)
     if init_from is not None:
         load_state_strict(model, read_checkpoint(init_from)["model"], f"checkpoint {init_from}")
+    if head_from is not None:  # after init_from: the teacher's task branches replace the loaded ones
+        inherit_head(model, t_model if teacher is not None else load_teacher(head_from)[0])
+        print(inherited_line(head_from))
     distill_loss = build_distillation(cfg, model, t_model) if t_model is not None else None
     start = time.time()
     metrics = train(
