@@ -2,7 +2,7 @@
 
     python benchmarks/train_step.py [--scale tiny|full] [--batch 2] [--steps 5] [--device cpu|cuda]
                                     [--models centerpoint,mvp,bevdet,...] [--points N]
-                                    [--malloc tuned|default|both]
+                                    [--malloc tuned|default|both] [--set key=value ...] [--no-distill]
 
 Uses random inputs shaped like real batches (no dataset needed). Each model runs in its own process
 (so the peak memory is that model's: the CUDA allocator's peak, or the process's max RSS on CPU), and
@@ -116,7 +116,7 @@ DEFAULT_POINTS = {"tiny": 110000, "full": 300000}
 def measure(name: str, args: argparse.Namespace) -> list[tuple[str, float, float, float | None]]:
     """Rows ``(label, s/step, peak MB, distill ratio)`` of one model (and its distilled step)."""
     suffix = "" if args.scale == "tiny" else "_full"
-    cfg = load_config(RunConfig, [ROOT / f"configs/{MODELS[name]}{suffix}.yaml"])
+    cfg = load_config(RunConfig, [ROOT / f"configs/{MODELS[name]}{suffix}.yaml"], args.set)
     model = build_model(cfg).to(args.device)
     opt = torch.optim.AdamW(model.parameters(), 1e-4)
     feats = 17 if name == "mvp" else 5
@@ -132,7 +132,7 @@ def measure(name: str, args: argparse.Namespace) -> list[tuple[str, float, float
 
     sec = time_steps(step, args.steps, args.device)
     rows = [(name, sec, peak_mb(args.device), None)]
-    if cfg.is_teacher:
+    if cfg.is_teacher or args.no_distill:
         return rows
     teacher_cfg = load_config(RunConfig, [ROOT / f"configs/teacher/centerpoint_pillar{suffix}.yaml"])
     teacher = build_model(teacher_cfg).to(args.device)
@@ -180,6 +180,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--models", default=",".join(MODELS), help="comma-separated subset of the models")
     ap.add_argument("--malloc", default="tuned", choices=("tuned", "default", "both"))
+    ap.add_argument("--set", action="append", default=[], help="config override key=value (repeatable)")
+    ap.add_argument("--no-distill", action="store_true", help="students: skip the distilled step")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)  # one model, JSON rows out
     args = ap.parse_args()
     args.points = args.points or DEFAULT_POINTS[args.scale]
@@ -202,6 +204,7 @@ def main() -> None:
             cmd = [sys.executable, __file__, "--child", "--models", n, "--scale", args.scale]
             cmd += ["--batch", str(args.batch), "--steps", str(args.steps), "--points", str(args.points)]
             cmd += ["--device", args.device, "--threads", str(args.threads), "--malloc", setting]
+            cmd += [f"--set={kv}" for kv in args.set] + (["--no-distill"] if args.no_distill else [])
             out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
             by_setting[setting] = [tuple(r) for r in json.loads(out.strip().splitlines()[-1])]
         rows += by_setting[settings[-1]]

@@ -137,6 +137,22 @@ def distill(
         _fail(str(e))
 
 
+@app.command("pretrain")
+def pretrain(
+    configs: list[Path] = typer.Argument(..., help="A student preset (its image backbone), then overrides."),
+    out: Path = typer.Option(..., help="Output folder: image_encoder.pt, metrics.json, log.jsonl."),
+    set_: list[str] = typer.Option([], "--set", help="Override, e.g. pretrain.epochs=4."),
+) -> None:
+    """Pretrain a student's image backbone + neck on dense image targets of the train split
+    (LiDAR depth, projected box centres, class masks where the dataroot has them)."""
+    from distillbev.train.pretrain import run_pretrain
+
+    try:
+        run_pretrain(configs, out, set_)
+    except (ConfigError, FileNotFoundError, FileExistsError, ValueError, KeyError) as e:
+        _fail(str(e))
+
+
 @viz_app.command("sample")
 def viz_sample(
     dataroot: Path = typer.Option(..., help="nuScenes-format dataroot."),

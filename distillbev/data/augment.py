@@ -26,6 +26,7 @@ __all__ = [
     "transform_boxes",
     "transform_points",
     "warp_image",
+    "warp_labels",
 ]
 
 
@@ -66,10 +67,12 @@ def image_affine(src_hw: tuple[int, int], cfg: ImageAugConfig, rng: np.random.Ge
     return ImageAug(A, b, r, (rh, rw), (fh, fw))
 
 
-def _warp(img: np.ndarray, A: np.ndarray, b: np.ndarray, out_hw: tuple[int, int]) -> np.ndarray:
+def _warp(
+    img: np.ndarray, A: np.ndarray, b: np.ndarray, out_hw: tuple[int, int], flags: int = cv2.INTER_LINEAR
+) -> np.ndarray:
     # cv2 places pixel centres at integers: u_cv = u - 0.5, so u'_cv = A u_cv + (b + A (0.5, 0.5) - 0.5).
     m = np.concatenate([A, (b + A @ np.array([0.5, 0.5]) - 0.5)[:, None]], 1)
-    return cv2.warpAffine(img, m, (out_hw[1], out_hw[0]), flags=cv2.INTER_LINEAR, borderValue=(0, 0, 0))
+    return cv2.warpAffine(img, m, (out_hw[1], out_hw[0]), flags=flags, borderValue=0)
 
 
 def warp_image(img: np.ndarray, aug: ImageAug) -> np.ndarray:
@@ -79,6 +82,12 @@ def warp_image(img: np.ndarray, aug: ImageAug) -> np.ndarray:
     if aug.resize < 1.0:
         img = cv2.GaussianBlur(img, (0, 0), sigmaX=(1.0 / aug.resize - 1.0) / 2)
     return _warp(img, aug.A, aug.b, aug.out_hw)
+
+
+def warp_labels(labels: np.ndarray, aug: ImageAug) -> np.ndarray:
+    """A per-pixel label map ``(H, W)`` (uint8) through the same map as ``warp_image``, nearest neighbour
+    (no blur, no mixing of labels), 0 outside the source image."""
+    return _warp(labels, aug.A, aug.b, aug.out_hw, cv2.INTER_NEAREST)
 
 
 def post_matrices(aug: ImageAug) -> tuple[np.ndarray, np.ndarray]:

@@ -15,6 +15,12 @@ def _stack(arrays: list[np.ndarray | None]) -> torch.Tensor | None:
     return torch.from_numpy(np.ascontiguousarray(np.stack(arrays))).float()
 
 
+def _stack_labels(arrays: list[np.ndarray | None]) -> torch.Tensor | None:
+    if any(a is None for a in arrays):
+        return None
+    return torch.from_numpy(np.stack(arrays)).long()
+
+
 def collate(samples: list[Sample]) -> Batch:
     """Stack fixed-size fields; keep variable-size ones (points, boxes) as lists of tensors."""
     if not samples:
@@ -43,4 +49,5 @@ def collate(samples: list[Sample]) -> Batch:
         prev_cam2lidar=_stack([s.prev_cam2lidar for s in samples]),
         prev_dt=torch.tensor([s.prev_dt for s in samples], dtype=torch.float32),
         has_prev=torch.tensor([s.has_prev for s in samples]),
+        class_masks=_stack_labels([s.class_masks for s in samples]),
     )

@@ -59,6 +59,7 @@ class ReaderConfig:
     image: ImageAugConfig = field(default_factory=ImageAugConfig)
     bev: BEVAugConfig = field(default_factory=BEVAugConfig)
     virtual_points: bool = False  # append MVP virtual/painted points (17-d points); set by MVP runs
+    load_masks: bool = False  # per-pixel class maps from <dataroot>/masks (image pretraining only)
 
     def __post_init__(self) -> None:
         if len(self.point_range) != 6:

@@ -24,11 +24,13 @@ from distillbev.data.augment import (
     transform_boxes,
     transform_points,
     warp_image,
+    warp_labels,
 )
 from distillbev.data.config import ReaderConfig
 from distillbev.data.depth import depth_map
 from distillbev.data.geometry import invert_rigid
 from distillbev.data.index import SampleIndex, SampleRecord, load_index
+from distillbev.data.masks import MASKS_DIR, class_map, mask_paths, read_instance_masks
 
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
@@ -56,6 +58,7 @@ class Sample:
     prev_cam2lidar: np.ndarray | None  # (N, 4, 4) previous camera -> augmented current LiDAR frame
     prev_dt: float  # s between the previous and the current key frame (0 when duplicated)
     has_prev: bool
+    class_masks: np.ndarray | None = None  # (N, H, W) uint8 per augmented pixel: 0 = none, k + 1 = class k
 
 
 def read_points(path: Path) -> np.ndarray:
@@ -183,6 +186,21 @@ class NuScenesDataset(Dataset):
             out.append(normalise_image(warp_image(img, aug)))
         return np.stack(out)
 
+    def _class_masks(self, rec: SampleRecord, augs: list[ImageAug]) -> np.ndarray | None:
+        """Per-pixel classes of a record's 6 augmented images ``(N, H, W)`` from ``<dataroot>/masks``
+        (None when the dataroot has no masks, e.g. real nuScenes; an image without its mask is an error)."""
+        folder = self.root / MASKS_DIR
+        if not self.cfg.load_masks or not folder.is_dir():
+            return None
+        out = []
+        for cam, aug in zip(rec.cameras, augs, strict=True):
+            png, js = mask_paths(folder, cam.channel, cam.path)
+            masks = read_instance_masks(png, js)
+            if masks.ids.shape != cam.size:
+                raise ValueError(f"{png}: mask is {masks.ids.shape} (H, W), its image is {cam.size}")
+            out.append(warp_labels(class_map(masks), aug))
+        return np.stack(out)
+
     def points(
         self, rec: SampleRecord, intrinsics: np.ndarray, cam2lidar: np.ndarray
     ) -> tuple[np.ndarray, int]:
@@ -209,6 +227,7 @@ class NuScenesDataset(Dataset):
         intrinsics = np.stack([cam.intrinsics for cam in rec.cameras])  # (N, 3, 3)
         cam2lidar = np.stack([g2l @ cam.cam2global for cam in rec.cameras])  # (N, 4, 4)
         images = self._images(rec, augs)
+        class_masks = self._class_masks(rec, augs)
 
         points, num_key = self.points(rec, intrinsics, cam2lidar)
         depth = None
@@ -267,4 +286,5 @@ class NuScenesDataset(Dataset):
             prev_cam2lidar=prev_c2l,
             prev_dt=prev_dt,
             has_prev=has_prev,
+            class_masks=class_masks,
         )

@@ -164,8 +164,8 @@ class BEVDepth(BEVDet):
     def loss(
         self, batch: Batch, taps: dict[str, torch.Tensor], preds: list[dict[str, torch.Tensor]]
     ) -> dict[str, torch.Tensor]:
-        """{"heatmap", "box"} from the head and "depth" = depth_loss_weight x depth BCE (current frame)."""
-        losses = self.head.loss(preds, batch.gt_boxes, batch.gt_labels)
+        """BEVDet's losses and "depth" = depth_loss_weight x depth BCE (current frame)."""
+        losses = super().loss(batch, taps, preds)
         targets = depth_targets(batch.depth, self.cfg.image_stride, self.bins)
         losses["depth"] = self.cfg.depth_loss_weight * depth_loss(
             taps["depth_logits"], targets, self.bins, self.cfg.depth_loss_norm, self.cfg.depth_loss_prob

@@ -28,6 +28,7 @@ class DepthBins:
     d_min: float = 1.0
     d_max: float = 60.0
     d_step: float = 1.0
+    centers: bool = False  # candidates at bin centres d_k + d_step / 2 (False: lower edges, the reference)
 
     def __post_init__(self) -> None:
         n = (self.d_max - self.d_min) / self.d_step if self.d_step > 0 else 0.0
@@ -43,8 +44,10 @@ class DepthBins:
         return int(round((self.d_max - self.d_min) / self.d_step))
 
     def candidates(self) -> torch.Tensor:
-        """``(D,)`` candidate depths in metres (the lower edge of each bin, quirk §15.4)."""
-        return self.d_min + self.d_step * torch.arange(self.num_bins, dtype=torch.float32)
+        """``(D,)`` candidate depths in metres: the lower edge of each bin (BEVDet's reference), or its
+        centre with ``centers``. ``bin_of`` maps a depth to the bin it lies in either way."""
+        offset = self.d_step / 2 if self.centers else 0.0
+        return self.d_min + offset + self.d_step * torch.arange(self.num_bins, dtype=torch.float32)
 
     def bin_of(self, depth: torch.Tensor) -> torch.Tensor:
         """Bin index ``floor((d - d_min) / d_step)`` of metric depths, clipped to ``[0, D-1]``."""

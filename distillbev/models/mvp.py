@@ -27,7 +27,6 @@ the un-augmented key LiDAR frame (generate before BEV augmentation).
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -36,6 +35,7 @@ from typing import Literal, Protocol
 import cv2
 import numpy as np
 
+from distillbev.data.masks import CameraMasks, read_instance_masks
 from distillbev.models.centerpoint import CenterPoint, CenterPointConfig, build_centerpoint
 from distillbev.structures import CLASS_NAMES
 
@@ -47,15 +47,6 @@ COL_SCORE = 4 + NUM_CLASSES
 COL_VIRTUAL = COL_SCORE + 1
 COL_TIME_LAG = COL_VIRTUAL + 1
 VIRTUAL_INTENSITY = -1.0
-
-
-@dataclass
-class CameraMasks:
-    """Instance masks of one image at its native resolution."""
-
-    ids: np.ndarray  # (H, W) int, 0 = background, k >= 1 = instance k
-    labels: np.ndarray  # (K+1,) int64 class of id k (index into CLASS_NAMES); -1 = ignored (and id 0)
-    scores: np.ndarray  # (K+1,) float32 detection score of id k
 
 
 @dataclass(frozen=True)
@@ -106,45 +97,6 @@ def stable_rng(seed: int, key: str) -> np.random.Generator:
 
 
 # ----------------------------------------------------------------------------------------- mask files
-
-
-def read_instance_masks(png_path: str | Path, json_path: str | Path) -> CameraMasks:
-    """Read one mask PNG (uint8/uint16, 0 = background) and its JSON instance list.
-
-    The JSON is ``{"instances": [{"id": k, "detection_name": ..., "score"?: ...}, ...]}``; an instance
-    whose ``detection_name`` is not a detection class (e.g. empty) is ignored; ``score`` defaults to 1.
-    """
-    ids = cv2.imread(str(png_path), cv2.IMREAD_UNCHANGED)
-    if ids is None:
-        raise FileNotFoundError(f"cannot read instance mask {png_path}")
-    if ids.ndim != 2 or ids.dtype not in (np.uint8, np.uint16):
-        raise ValueError(
-            f"{png_path}: expected a single-channel uint8/uint16 PNG, got {ids.dtype} {ids.shape}"
-        )
-    try:
-        entries = json.loads(Path(json_path).read_text())["instances"]
-    except FileNotFoundError:
-        raise FileNotFoundError(f"missing instance list {json_path}") from None
-    except (json.JSONDecodeError, KeyError, TypeError) as e:
-        raise ValueError(f"{json_path}: not a mask instance list ({e})") from None
-    ids = ids.astype(np.int32)
-    k_max = max([int(ids.max())] + [int(e["id"]) for e in entries])
-    labels = np.full(k_max + 1, -1, dtype=np.int64)
-    scores = np.ones(k_max + 1, dtype=np.float32)
-    known = np.zeros(k_max + 1, dtype=bool)
-    for e in entries:
-        k = int(e["id"])
-        if k < 1:
-            raise ValueError(f"{json_path}: instance id {k} must be >= 1 (0 is the background)")
-        known[k] = True
-        name = e.get("detection_name") or ""
-        labels[k] = CLASS_NAMES.index(name) if name in CLASS_NAMES else -1
-        scores[k] = float(e.get("score", 1.0))
-    present = np.unique(ids)
-    unknown = present[(present > 0) & ~known[present]]
-    if len(unknown):
-        raise ValueError(f"{png_path}: mask ids {unknown.tolist()} are not listed in {json_path}")
-    return CameraMasks(ids, labels, scores)
 
 
 def _instance_pixels(ids: np.ndarray) -> dict[int, np.ndarray]:

@@ -53,6 +53,31 @@ class OptimConfig:
 
 
 @dataclass(frozen=True)
+class PretrainConfig:
+    """``distillbev pretrain``: the student's image backbone + neck on dense image-plane targets of the
+    train split (docs/pretraining.md). The architecture, image size and depth bins are ``student``'s."""
+
+    epochs: int = 6
+    batch_size: int = 4  # samples per step (x 6 cameras)
+    lr: float = 4e-3
+    weight_decay: float = 0.01
+    depth_weight: float = 1.0  # LiDAR depth bins (softmax BCE over cells with a return)
+    occupancy_weight: float = 1.0  # per-class pixel share of each cell, from <dataroot>/masks when present
+    center_weight: float = 1.0  # heatmaps of projected 3D box centres per class
+    head_channels: int = 64  # width of the three dense heads (discarded after pretraining)
+    val_samples: int = 64  # val samples scored after training (figures only, never for selection)
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
+            raise ValueError(
+                f"pretrain needs epochs >= 1, batch_size >= 1 and lr > 0 (got {self.epochs}, "
+                f"{self.batch_size}, {self.lr})"
+            )
+        if min(self.depth_weight, self.occupancy_weight, self.center_weight) < 0:
+            raise ValueError("pretrain loss weights must be >= 0")
+
+
+@dataclass(frozen=True)
 class RunConfig:
     """A whole training run."""
 
@@ -63,6 +88,7 @@ class RunConfig:
     student: StudentConfig = field(default_factory=StudentConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     seed: int = 0
     eval_every_epochs: int = 0  # 0 = only at the end
     log_every_steps: int = 20

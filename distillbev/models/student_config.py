@@ -1,0 +1,136 @@
+"""``StudentConfig``: the camera students' architecture (BEVDet, BEVDet4D, BEVDepth, BEVDepth4D).
+
+Defaults are the tiny CPU student; each field's comment gives the full-scale R50 value
+(docs/architectures.md).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from distillbev.models.heads import HeadConfig
+from distillbev.models.lss import DepthBins
+from distillbev.structures import BEVGrid
+
+#: Stride of the image feature map the depth net and the frustum live on.
+IMAGE_FEATURE_STRIDE = 16
+
+
+def _tiny_head() -> HeadConfig:
+    return HeadConfig(share_channels=32, head_channels=32)
+
+
+@dataclass(frozen=True)
+class StudentConfig:
+    """A lift-splat camera student. Lengths in metres, image sizes in pixels, BEV sizes in cells."""
+
+    kind: Literal["bevdet", "bevdepth"] = "bevdet"  # plain 1x1 depth net / camera-aware one + depth loss
+    temporal: bool = False  # two frames (4D): previous key frame warped, detached, concatenated
+    image_size: tuple[int, int] = (64, 176)  # network input (H, W), multiples of 16; full (256, 704)
+    # stride of the lifted image features: 16 (BEVDet: ResNet stages 3+4 -> neck) or 8 (stages 2+3);
+    # 8 quadruples the frustum rays, which small (CPU) input images need to localise objects at all
+    image_stride: Literal[8, 16] = IMAGE_FEATURE_STRIDE
+    backbone: Literal["tiny", "resnet18", "resnet34", "resnet50", "resnet101"] = "tiny"  # full resnet50
+    tiny_stem_width: int = 16  # tiny backbone: stem 7x7/2 conv width
+    tiny_widths: tuple[int, int, int, int] = (16, 32, 64, 128)  # tiny backbone: stage widths
+    tiny_blocks: tuple[int, int, int, int] = (1, 1, 1, 1)  # tiny backbone: BasicBlocks per stage
+    pretrained: str = ""  # local torchvision ResNet state_dict file ("" = random init); not for "tiny"
+    image_pretrained: str = ""  # `distillbev pretrain` checkpoint: backbone + neck (docs/pretraining.md)
+    image_aux_weight: float = 0.0  # > 0: auxiliary per-camera heatmap of projected GT centres (camera-legal)
+    grad_checkpoint: bool = False  # recompute image-backbone stages in backward; full true
+    neck_channels: int = 64  # FPNForBEVDet output (at image_stride); full 512
+    depth_bins: tuple[float, float, float] = (1.0, 61.0, 1.875)  # (min, max, step) m: D = 32; full (1, 60, 1)
+    context_channels: int = 32  # LSS context channels C; full 64
+    depth_bin_centers: bool = False  # depth candidates at bin centres (False: lower edges, the reference)
+    frustum_cell_centers: bool = False  # quirk §15.4: False = linspace over the whole image (reference)
+    bev_range: tuple[float, float, float, float] = (-51.2, -51.2, 51.2, 51.2)  # x_min, y_min, x_max, y_max
+    bev_cell: float = 1.6  # LSS grid = tap H = head grid cell; full 0.8
+    bev_z_range: tuple[float, float] = (-10.0, 10.0)  # the single LSS height bin
+    pool_method: Literal["index_add", "segment"] = "index_add"  # BEV pooling (ops/bev_pool.py)
+    preprocess_blocks: int = 2  # 4D: BasicBlocks at C channels before alignment
+    bev_channels: tuple[int, int, int] = (32, 64, 128)  # encoder stages = taps B0-B2; full (128, 256, 512)
+    bev_strides: tuple[int, int, int] = (1, 2, 2)  # per stage; full (2, 2, 2)
+    bev_blocks: tuple[int, int, int] = (2, 2, 2)  # BasicBlocks per stage
+    fpn_channels: int = 64  # FPN_LSS output = tap H; full 256
+    fpn_mid_channels: int = 128  # FPN_LSS inner width; full 512
+    extra_norm_act: bool = True  # BN + ReLU after FPN_LSS (DistillBEV's setting)
+    depthnet_mid_channels: int = 32  # BEVDepth depth-net width; full 256
+    depthnet_blocks: int = 3  # BEVDepth: BasicBlocks in the depth branch
+    depth_dcn: bool = False  # BEVDepth: grid_sample DCNv2 (reference) instead of a plain 3x3 conv
+    depth_loss_weight: float = 100.0  # BEVDepth
+    depth_loss_norm: Literal["all", "valid"] = "all"  # §15.5: mean over all elements / cells with a return
+    depth_loss_prob: Literal["sigmoid", "softmax"] = "sigmoid"  # §15.5: per-bin sigmoid / the lift's softmax
+    head: HeadConfig = field(default_factory=_tiny_head)  # share/head channels 32; full 64
+
+    def __post_init__(self) -> None:
+        h, w = self.image_size
+        if self.image_stride not in (8, 16):
+            raise ValueError(f"image_stride must be 8 or 16, got {self.image_stride}")
+        if h <= 0 or w <= 0 or h % IMAGE_FEATURE_STRIDE or w % IMAGE_FEATURE_STRIDE:
+            raise ValueError(
+                f"image_size {self.image_size} must be positive multiples of {IMAGE_FEATURE_STRIDE}"
+            )
+        self.bins()  # validates depth_bins
+        x_min, y_min, x_max, y_max = self.bev_range
+        if x_max <= x_min or y_max <= y_min or self.bev_cell <= 0:
+            raise ValueError(
+                f"bev_range {self.bev_range} must be (x_min, y_min, x_max, y_max) with min < max"
+            )
+        grid = self.bev_grid()
+        for name, size in (("x", (x_max - x_min) / self.bev_cell), ("y", (y_max - y_min) / self.bev_cell)):
+            if abs(size - round(size)) > 1e-6:
+                raise ValueError(
+                    f"bev_range along {name} is not a whole number of bev_cell {self.bev_cell} cells"
+                )
+        total = self.bev_strides[0] * self.bev_strides[1] * self.bev_strides[2]
+        if min(self.bev_strides) < 1 or grid.height % total or grid.width % total:
+            raise ValueError(f"the {grid.shape} BEV grid is not divisible by bev_strides {self.bev_strides}")
+        if self.bev_z_range[1] <= self.bev_z_range[0]:
+            raise ValueError(f"bev_z_range {self.bev_z_range} must be (z_min, z_max) with z_min < z_max")
+        if self.pretrained and self.image_pretrained:
+            raise ValueError("set one of student.pretrained (torchvision) and student.image_pretrained")
+        if self.image_aux_weight < 0:
+            raise ValueError(f"image_aux_weight must be >= 0, got {self.image_aux_weight}")
+        if self.backbone == "tiny" and self.pretrained:
+            raise ValueError(
+                "pretrained weights need a torchvision backbone (resnet18/34/50/101), not 'tiny'"
+            )
+        positive = {
+            "tiny_stem_width": self.tiny_stem_width,
+            "neck_channels": self.neck_channels,
+            "context_channels": self.context_channels,
+            "preprocess_blocks": self.preprocess_blocks,
+            "fpn_channels": self.fpn_channels,
+            "fpn_mid_channels": self.fpn_mid_channels,
+            "depthnet_mid_channels": self.depthnet_mid_channels,
+            "depthnet_blocks": self.depthnet_blocks,
+        }
+        for name, v in positive.items():
+            if v < 1:
+                raise ValueError(f"{name} must be >= 1, got {v}")
+        for name, vs in (
+            ("tiny_widths", self.tiny_widths),
+            ("tiny_blocks", self.tiny_blocks),
+            ("bev_channels", self.bev_channels),
+            ("bev_blocks", self.bev_blocks),
+        ):
+            if min(vs) < 1:
+                raise ValueError(f"{name} must all be >= 1, got {vs}")
+
+    def bins(self) -> DepthBins:
+        """The depth candidates."""
+        return DepthBins(*self.depth_bins, centers=self.depth_bin_centers)
+
+    def bev_grid(self) -> BEVGrid:
+        """The LSS grid, which is also the grid of tap H and of the head."""
+        x_min, y_min, x_max, y_max = self.bev_range
+        return BEVGrid(x_min, x_max, y_min, y_max, self.bev_cell)
+
+    def feature_size(self) -> tuple[int, int]:
+        """(h, w) of the lifted image feature map (stride ``image_stride``)."""
+        return self.image_size[0] // self.image_stride, self.image_size[1] // self.image_stride
+
+    def backbone_stages(self) -> tuple[int, int]:
+        """The two ResNet stages the image neck fuses (stride 8 and 16, or 16 and 32)."""
+        return (1, 2) if self.image_stride == 8 else (2, 3)
