@@ -31,6 +31,12 @@ def _autocast(cfg: RunConfig, device: torch.device):
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
+def _clock(seconds: float) -> str:
+    """``h:mm:ss`` of a duration."""
+    s = int(max(seconds, 0))
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+
 def distill_terms(
     distill_loss: nn.Module, teacher: nn.Module, head: nn.Module, batch: Batch, taps: dict, step: int
 ) -> dict[str, torch.Tensor]:
@@ -93,7 +99,8 @@ def train(
     logger = RunLogger(run_dir, enabled=info.is_main)
     extra = {"distill": distill_loss} if distill_loss is not None else {}
     metrics: dict[str, Any] = {}
-    t_last = time.time()
+    t_last = t_start = time.time()
+    start_step = step
     for epoch in range(start_epoch, cfg.optim.epochs):
         if stop_after_epochs is not None and epoch >= stop_after_epochs:
             break  # as if the run were killed here (tests resume from the last checkpoint)
@@ -142,9 +149,11 @@ def train(
                 t_last = now
                 logger.log(step, scalars, epoch=epoch)
                 if info.is_main:
+                    done = step - start_step
+                    left = (time.time() - t_start) / max(done, 1) * (total - step)
                     print(
                         f"epoch {epoch} step {step}/{total} loss {scalars['loss/total']:.4f} "
-                        f"({scalars['sec_per_step']:.2f} s/step)",
+                        f"({scalars['sec_per_step']:.2f} s/step, {_clock(left)} left)",
                         flush=True,
                     )
         last = epoch + 1 == cfg.optim.epochs
