@@ -133,7 +133,7 @@ HEATMAP_BIAS = -2.19
 def heatmap_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Gaussian focal loss over ``(B*N, K, h, w)``, divided by the number of centre cells (at least 1)."""
     num_pos = target.eq(1).sum().clamp(min=1)
-    return gaussian_focal_loss(clip_sigmoid(logits), target.to(logits.dtype)) / num_pos
+    return gaussian_focal_loss(clip_sigmoid(logits), target.float()) / num_pos
 
 
 def occupancy_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

@@ -86,7 +86,7 @@ def pretrain_figures(net: ImagePretrainNet, loader: DataLoader, cfg: RunConfig) 
     """
     s = cfg.student
     bins = s.bins()
-    centres = bins.candidates() + bins.d_step / 2
+    centres = replace(bins, centers=True).candidates()  # E[d] over bin centres, whatever the lift uses
     was = net.training
     net.eval()
     sums = dict.fromkeys(("within", "cells", "rel", "hit", "gt", "fp", "images", "inter", "union"), 0.0)
