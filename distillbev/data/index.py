@@ -180,6 +180,22 @@ def check_dataroot(dataroot: str | Path, version: str) -> None:
         raise FileNotFoundError(f"{tables} is missing nuScenes tables: {', '.join(missing)}")
 
 
+def open_devkit(dataroot: str | Path, version: str, verbose: bool = False):
+    """``nuscenes.NuScenes(version, dataroot)``; a table that is not valid JSON (e.g. truncated) is an
+    error naming the file (the devkit's own error does not)."""
+    from nuscenes import NuScenes
+
+    try:
+        return NuScenes(version=version, dataroot=str(dataroot), verbose=verbose)
+    except json.JSONDecodeError as e:
+        for f in sorted((Path(dataroot) / version).glob("*.json")):  # only on failure: find the culprit
+            try:
+                json.loads(f.read_text())
+            except json.JSONDecodeError as bad:
+                raise ValueError(f"{f}: not valid JSON, truncated or corrupt ({bad})") from None
+        raise ValueError(f"a table of {Path(dataroot) / version} is not valid JSON ({e})") from None
+
+
 def check_split(dataroot: str | Path, version: str, split: str) -> None:
     """Fail fast (before the slow devkit load) on a split the devkit cannot resolve for ``version``."""
     from nuscenes.utils.splits import is_predefined_split
@@ -267,11 +283,10 @@ def load_index(dataroot: str | Path, version: str, split: str, max_sweeps: int =
 def build_index(dataroot: str | Path, version: str, split: str, max_sweeps: int = 10) -> SampleIndex:
     """Read the devkit tables once and extract every key frame of ``split`` (scenes in table order,
     key frames in time order)."""
-    from nuscenes import NuScenes
     from nuscenes.eval.detection.utils import category_to_detection_name
     from nuscenes.utils.splits import get_scenes_of_split
 
-    nusc = NuScenes(version=version, dataroot=str(dataroot), verbose=False)
+    nusc = open_devkit(dataroot, version)
     try:
         wanted = list(get_scenes_of_split(split, nusc))
     except (ValueError, KeyError, AssertionError) as e:

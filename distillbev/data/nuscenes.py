@@ -34,6 +34,8 @@ from distillbev.data.masks import MASKS_DIR, class_map, mask_paths, read_instanc
 
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
+POINT_BYTES = 5 * 4  # one LiDAR point of a .pcd.bin: x, y, z, intensity, ring as float32
+JPEG_EOI = b"\xff\xd9"  # the JPEG end-of-image marker
 MIN_INDEXED_SWEEPS = 10  # the index always holds at least this many sweeps, so one cache serves all runs
 
 
@@ -65,13 +67,13 @@ def read_points(path: Path) -> np.ndarray:
     """A nuScenes ``.pcd.bin`` (float32 x, y, z, intensity, ring) -> (N, 5); clear errors if bad."""
     if not path.is_file():
         raise FileNotFoundError(f"point cloud file not found: {path}")
-    raw = np.fromfile(path, dtype=np.float32)
-    if raw.size % 5:
+    size = path.stat().st_size  # bytes, not floats: np.fromfile drops a trailing partial float
+    if size % POINT_BYTES:
         raise ValueError(
-            f"corrupt point cloud {path}: {path.stat().st_size} bytes is not a whole number of "
-            "5-float32 points"
+            f"corrupt point cloud {path}: {size} bytes is not a whole number of 5-float32 points "
+            f"({POINT_BYTES} bytes each)"
         )
-    pts = raw.reshape(-1, 5)
+    pts = np.fromfile(path, dtype=np.float32).reshape(-1, 5)
     if not np.isfinite(pts[:, :4]).all():
         raise ValueError(f"corrupt point cloud {path}: non-finite (NaN/inf) coordinates or intensity")
     return pts
@@ -81,7 +83,13 @@ def read_image(path: Path) -> np.ndarray:
     """An RGB uint8 image ``(H, W, 3)``; a clear error if it is missing or unreadable."""
     if not path.is_file():
         raise FileNotFoundError(f"image file not found: {path}")
-    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    data = np.fromfile(path, dtype=np.uint8)
+    # libjpeg decodes a truncated JPEG as a partly grey image with only a warning: require the
+    # end-of-image marker (padding zeros after it are allowed).
+    is_jpeg = path.suffix.lower() in (".jpg", ".jpeg")
+    if is_jpeg and not data[-4096:].tobytes().rstrip(b"\0").endswith(JPEG_EOI):
+        raise ValueError(f"truncated JPEG (no end-of-image marker FF D9): {path}")
+    img = cv2.imdecode(data, cv2.IMREAD_COLOR)
     if img is None:
         raise ValueError(f"unreadable (corrupt or not an image) file: {path}")
     return np.ascontiguousarray(img[..., ::-1])

@@ -28,6 +28,7 @@ from nuscenes.eval.common.data_classes import EvalBoxes
 from nuscenes.eval.detection.evaluate import DetectionEval
 from nuscenes.utils.splits import get_scenes_of_split, is_predefined_split
 
+from distillbev.data.index import open_devkit
 from distillbev.eval.motion import motion_breakdown
 from distillbev.eval.results import ResultsError, load_results
 from distillbev.io import write_json
@@ -54,7 +55,7 @@ def load_nuscenes(dataroot: str | Path, version: str, verbose: bool = False) -> 
             f"no nuScenes tables at {dataroot / version} (dataroot={dataroot}, version={version})"
         )
     with _quiet(not verbose):
-        return NuScenes(version=version, dataroot=str(dataroot), verbose=verbose)
+        return open_devkit(dataroot, version, verbose)
 
 
 def split_sample_tokens(nusc: NuScenes, split: str) -> list[str]:

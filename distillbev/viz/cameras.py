@@ -191,9 +191,10 @@ def load_sample_for_viz(nusc: Any, sample_token: str) -> dict[str, Any]:
     ``lidar2global`` (4, 4). Only annotations of the 10 detection classes are kept.
     """
     from nuscenes.eval.detection.utils import category_to_detection_name
-    from nuscenes.utils.data_classes import LidarPointCloud
     from nuscenes.utils.geometry_utils import transform_matrix
     from pyquaternion import Quaternion
+
+    from distillbev.data.nuscenes import read_image, read_points
 
     def pose_of(sd: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
         cs = nusc.get("calibrated_sensor", sd["calibrated_sensor_token"])
@@ -216,12 +217,12 @@ def load_sample_for_viz(nusc: Any, sample_token: str) -> dict[str, Any]:
         path = os.path.join(nusc.dataroot, sd["filename"])
         if not os.path.isfile(path):
             raise FileNotFoundError(f"sample {sample_token}: {cam} image {path} does not exist")
-        images.append(np.asarray(Image.open(path).convert("RGB")))
+        images.append(read_image(Path(path)))
         paths.append(path)
         ks.append(k)
         c2l.append(global2lidar @ cam2global)
     lidar_path = os.path.join(nusc.dataroot, lidar_sd["filename"])
-    points = LidarPointCloud.from_file(lidar_path).points.T.astype(np.float32)  # (P, 4)
+    points = read_points(Path(lidar_path))[:, :4]  # (P, 4)
 
     _, dev_boxes, _ = nusc.get_sample_data(lidar_sd["token"])
     rows, labels, tokens, npts = [], [], [], []
