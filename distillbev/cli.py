@@ -7,7 +7,10 @@ input. Heavy imports happen inside the commands so ``--help`` stays instant.
 
 from __future__ import annotations
 
+import re
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import typer
@@ -20,11 +23,24 @@ app.add_typer(viz_app, name="viz")
 
 ROOT = Path(__file__).resolve().parent.parent
 PRESETS = ("smoke", "small", "medium")
+#: What bad input or the environment raise (config, files, permissions, corrupt data, a diverged
+#: training): one line on stderr and exit code 2 instead of a traceback.
+USER_ERRORS = (ConfigError, OSError, ValueError, KeyError, IndexError, FloatingPointError)
 
 
 def _fail(msg: str) -> None:
-    typer.secho(f"error: {msg}", fg=typer.colors.RED, err=True)
+    one_line = re.sub(r"\s*\n\s*", " ", msg.strip())
+    typer.secho(f"error: {one_line}", fg=typer.colors.RED, err=True)
     raise typer.Exit(2)
+
+
+@contextmanager
+def _user_errors() -> Iterator[None]:
+    """Turn ``USER_ERRORS`` raised in the block into ``_fail``."""
+    try:
+        yield
+    except USER_ERRORS as e:
+        _fail(str(e))
 
 
 def _preset_file(kind: str, name: str) -> Path:
@@ -42,32 +58,38 @@ def _echo_config(cfg: object) -> None:
     typer.echo(yaml.safe_dump(to_dict(cfg), sort_keys=False).rstrip())
 
 
+RESUME_HELP = (
+    "Resume a run from its checkpoint (optimizer, step, RNG), in the checkpoint's folder unless --out; "
+    "the config must match the checkpoint's (but for eval/log frequency, threads, loader workers)."
+)
+OVERWRITE_HELP = "Replace an existing run folder (without it a non-empty --out is refused)."
+
+
 @app.command("make-data")
 def make_data(
     preset: str = typer.Option("small", help=f"World size preset: {', '.join(PRESETS)}."),
     out: Path = typer.Option(..., help="Output dataroot (must not exist or be empty)."),
     seed: int = typer.Option(0, help="Random seed: the same seed gives the same world."),
     set_: list[str] = typer.Option([], "--set", help="Override a WorldConfig key, e.g. num_scenes=4."),
-    overwrite: bool = typer.Option(False, help="Replace an existing dataroot."),
+    overwrite: bool = typer.Option(
+        False, help="Replace an existing dataroot (a dataset or run folder only)."
+    ),
     dry_run: bool = typer.Option(False, help="Print the resolved config and exit."),
 ) -> None:
     """Generate the synthetic world in the nuScenes on-disk format."""
     from distillbev.config import load_config
     from distillbev.data.synthetic.config import WorldConfig
     from distillbev.data.synthetic.generate import generate_world
+    from distillbev.io import sigterm_as_interrupt
 
-    try:
+    with _user_errors():
         cfg = load_config(WorldConfig, [_preset_file("data", preset)], set_)
-    except ConfigError as e:
-        _fail(str(e))
     _echo_config(cfg)
     typer.echo(f"output: {out}")
     if dry_run:
         return
-    try:
+    with _user_errors(), sigterm_as_interrupt():  # an interruption removes the temporary folder
         summary = generate_world(cfg, out, seed=seed, progress=True, overwrite=overwrite)
-    except (FileExistsError, ValueError) as e:
-        _fail(str(e))
     typer.echo(" ".join(f"{k}={v}" for k, v in summary.items()))
 
 
@@ -87,14 +109,12 @@ def eval_(
 
     if (results is None) == (checkpoint is None):
         _fail("give exactly one of --results and --checkpoint")
-    try:
+    with _user_errors():
         version, split = resolve_dataset(dataroot, version, split)
         if results is not None:
             metrics = score_results(dataroot, version, split, results, out)
         else:
             metrics = score_checkpoint(checkpoint, dataroot, version, split, out, set_)
-    except (FileNotFoundError, ValueError, KeyError) as e:
-        _fail(str(e))
     print_metrics(metrics)
 
 
@@ -104,17 +124,25 @@ def train(
     out: Path = typer.Option(None, help="Run directory (default runs/<config name>)."),
     set_: list[str] = typer.Option([], "--set", help="Override, e.g. optim.epochs=2."),
     teacher: Path = typer.Option(None, help="A teacher checkpoint: distil it into the student."),
-    resume: Path = typer.Option(None, help="Resume a run from its checkpoint (optimizer, step, RNG)."),
+    resume: Path = typer.Option(None, help=RESUME_HELP),
     init_from: Path = typer.Option(None, help="Initialise model weights from a checkpoint (strict)."),
+    overwrite: bool = typer.Option(False, help=OVERWRITE_HELP),
     dry_run: bool = typer.Option(False, help="Print the resolved config and exit."),
 ) -> None:
     """Train a teacher or a student (with --teacher: distil)."""
     from distillbev.train.run import run_training
 
-    try:
-        run_training(configs, out, set_, teacher=teacher, resume=resume, init_from=init_from, dry_run=dry_run)
-    except (ConfigError, FileNotFoundError, ValueError, KeyError) as e:
-        _fail(str(e))
+    with _user_errors():
+        run_training(
+            configs,
+            out,
+            set_,
+            teacher=teacher,
+            resume=resume,
+            init_from=init_from,
+            dry_run=dry_run,
+            overwrite=overwrite,
+        )
 
 
 @app.command("distill")
@@ -124,17 +152,25 @@ def distill(
     distill_cfg: Path = typer.Option(None, "--distill", help="A distillation preset (configs/distill/)."),
     out: Path = typer.Option(None, help="Run directory."),
     set_: list[str] = typer.Option([], "--set", help="Override, e.g. distill.w_fg=0.01."),
-    resume: Path = typer.Option(None, help="Resume a run from its checkpoint."),
+    resume: Path = typer.Option(None, help=RESUME_HELP),
+    overwrite: bool = typer.Option(False, help=OVERWRITE_HELP),
     dry_run: bool = typer.Option(False, help="Print the resolved config and exit."),
 ) -> None:
     """Train a camera student while imitating a frozen LiDAR teacher (DistillBEV)."""
     from distillbev.train.run import run_training
 
     files = list(student) + ([distill_cfg] if distill_cfg else [])
-    try:
-        run_training(files, out, set_, teacher=teacher, resume=resume, init_from=None, dry_run=dry_run)
-    except (ConfigError, FileNotFoundError, ValueError, KeyError) as e:
-        _fail(str(e))
+    with _user_errors():
+        run_training(
+            files,
+            out,
+            set_,
+            teacher=teacher,
+            resume=resume,
+            init_from=None,
+            dry_run=dry_run,
+            overwrite=overwrite,
+        )
 
 
 @app.command("pretrain")
@@ -165,10 +201,8 @@ def viz_sample(
     """A 6-camera mosaic with projected GT boxes and a BEV plot of LiDAR points and boxes."""
     from distillbev.workflows import render_sample
 
-    try:
+    with _user_errors():
         paths = render_sample(dataroot, version, split, index, out, results)
-    except (FileNotFoundError, ValueError, KeyError, IndexError) as e:
-        _fail(str(e))
     for p in paths:
         typer.echo(f"wrote {p}")
 
@@ -184,10 +218,8 @@ def viz_masks(
     """FG/FP/BG masks, scale map and teacher/student attention per distilled layer."""
     from distillbev.workflows import render_masks
 
-    try:
+    with _user_errors():
         paths = render_masks(teacher, student, out, index, distill_cfg)
-    except (ConfigError, FileNotFoundError, ValueError, KeyError, IndexError) as e:
-        _fail(str(e))
     for p in paths:
         typer.echo(f"wrote {p}")
 

@@ -44,14 +44,18 @@ def resolve_dataset(dataroot: Path, version: str = "", split: str = "") -> tuple
 def score_results(
     dataroot: Path, version: str, split: str, results: Path, out: Path | None
 ) -> dict[str, Any]:
-    """Official metrics of a result JSON; the metrics JSON goes to ``out`` (or beside the results)."""
+    """Official metrics of a result JSON; the metrics JSON goes to ``out`` (or beside the results).
+    Unwritable outputs fail before scoring."""
     from distillbev.eval.nuscenes_eval import evaluate
-    from distillbev.io import write_json
+    from distillbev.io import check_writable, write_json
 
     results = Path(results)
     if not results.is_file():
         raise FileNotFoundError(f"results file not found: {results}")
     out_dir = results.parent / f"{results.stem}_eval"
+    check_writable(out_dir, folder=True)
+    if out is not None:
+        check_writable(out)
     metrics = evaluate(dataroot, version, split, results, out_dir)
     if out is not None:
         write_json(out, metrics)
@@ -179,15 +183,18 @@ def score_checkpoint(
     """Run a checkpoint's model on a split and score it with the official metrics."""
     from dataclasses import replace
 
-    from distillbev.io import write_json
+    from distillbev.io import check_writable, write_json
     from distillbev.train.checkpoint import load_model
     from distillbev.train.config import RunConfig
     from distillbev.train.run import evaluate_model
 
+    out_dir = Path(checkpoint).parent / f"eval_{split}"
+    check_writable(out_dir, folder=True)
+    if out is not None:
+        check_writable(out)
     model, cfg, _ = load_model(checkpoint)
     cfg = load_config(RunConfig, [], overrides, base=cfg)
     cfg = replace(cfg, data=replace(cfg.data, dataroot=str(dataroot), version=version, val_split=split))
-    out_dir = Path(checkpoint).parent / f"eval_{split}"
     metrics = evaluate_model(model, cfg, out_dir)
     if out is not None:
         write_json(out, metrics)

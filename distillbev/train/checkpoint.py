@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from distillbev.config import config_from_dict, config_hash, to_dict
+from distillbev.config import ConfigError, config_from_dict, config_hash, to_dict
 from distillbev.io import atomic_path
 from distillbev.train.config import RunConfig
 
@@ -102,6 +102,38 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
 def checkpoint_config(blob: dict[str, Any], path: Path | str = "") -> RunConfig:
     """The RunConfig stored in a checkpoint."""
     return config_from_dict(RunConfig, blob["config"], f"{path} (stored config)")
+
+
+#: Keys a resumed run may change: they decide how often the run evaluates and logs and how many
+#: threads / loader workers it uses, never the optimisation itself (augmentation draws depend on
+#: (seed, epoch, sample) only). Any other difference from the checkpoint's config refuses to resume.
+RESUME_SAFE_KEYS = ("eval_every_epochs", "log_every_steps", "threads", "tune_malloc", "data.num_workers")
+
+
+def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out |= _flat(v, f"{prefix}{k}.")
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def check_resume_config(cfg: RunConfig, blob: dict[str, Any], path: Path | str) -> None:
+    """Refuse to resume the checkpoint ``blob`` (read from ``path``) with a config that differs from its
+    own in anything but ``RESUME_SAFE_KEYS``: the run would silently mix two configs."""
+    old, new = _flat(to_dict(checkpoint_config(blob, path))), _flat(to_dict(cfg))
+    changed = [
+        k for k in sorted(old.keys() | new.keys()) if old.get(k) != new.get(k) and k not in RESUME_SAFE_KEYS
+    ]
+    if changed:
+        shown = ", ".join(f"{k} ({old.get(k)!r} in the checkpoint, {new.get(k)!r} now)" for k in changed[:6])
+        more = f" and {len(changed) - 6} more" if len(changed) > 6 else ""
+        raise ConfigError(
+            f"--resume {path}: the config differs from the checkpoint's in {shown}{more}; only "
+            f"{', '.join(RESUME_SAFE_KEYS)} may change on resume (start a new run for other changes)"
+        )
 
 
 def load_state_strict(module: nn.Module, state: dict[str, torch.Tensor], what: str) -> None:

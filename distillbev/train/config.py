@@ -33,6 +33,11 @@ class DataConfig:
     )
     cbgs: bool = False  # class-balanced resampling of the training split (CBGS, data/cbgs.py)
 
+    def __post_init__(self) -> None:
+        for key in ("num_workers", "max_train_samples", "max_val_samples"):
+            if getattr(self, key) < 0:
+                raise ValueError(f"{key} must be >= 0, got {getattr(self, key)}")
+
 
 @dataclass(frozen=True)
 class OptimConfig:
@@ -50,6 +55,18 @@ class OptimConfig:
     amp: Literal["off", "bf16", "fp16"] = "off"
     channels_last: bool = False
     fused_adamw: bool = False  # torch.optim.AdamW(fused=True) where supported
+
+    def __post_init__(self) -> None:
+        for key in ("epochs", "batch_size", "accumulate"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"{key} must be >= 1, got {getattr(self, key)}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        for key in ("weight_decay", "grad_clip"):
+            if getattr(self, key) < 0:
+                raise ValueError(f"{key} must be >= 0, got {getattr(self, key)}")
+        if not 0 <= self.warmup_fraction <= 1:
+            raise ValueError(f"warmup_fraction must be in [0, 1], got {self.warmup_fraction}")
 
 
 @dataclass(frozen=True)
@@ -97,6 +114,12 @@ class RunConfig:
     # Path of a teacher checkpoint whose head task branches initialise a plain (not distilled) student,
     # as distill.inherit_head does for a distilled one (train/inherit.py); "" = none.
     inherit_head_from: str = ""
+
+    def __post_init__(self) -> None:
+        # seed: numpy's SeedSequence (augmentation draws) takes non-negative entropy only.
+        for key, low in (("seed", 0), ("eval_every_epochs", 0), ("threads", 0), ("log_every_steps", 1)):
+            if getattr(self, key) < low:
+                raise ValueError(f"{key} must be >= {low}, got {getattr(self, key)}")
 
     @property
     def is_teacher(self) -> bool:

@@ -6,6 +6,7 @@ import torch
 from torch.utils.data import DataLoader, Subset
 from torch.utils.data.distributed import DistributedSampler
 
+from distillbev.config import ConfigError
 from distillbev.data.cbgs import CBGSDataset, cbgs_dataset
 from distillbev.data.collate import collate
 from distillbev.data.nuscenes import NuScenesDataset
@@ -63,3 +64,17 @@ def make_loader(cfg: RunConfig, train: bool, info: DistInfo | None = None) -> Da
         generator=gen,
         persistent_workers=cfg.data.num_workers > 0,
     )
+
+
+def steps_per_epoch(cfg: RunConfig, loader: DataLoader) -> int:
+    """Optimizer steps per epoch of a training ``loader``; a ConfigError when there are none (a batch
+    larger than the split: ``drop_last`` leaves no batch, and the run would save an untrained model)."""
+    steps = len(loader) // cfg.optim.accumulate
+    if steps == 0:
+        o = cfg.optim
+        raise ConfigError(
+            f"optim.batch_size={o.batch_size} x optim.accumulate={o.accumulate} is more than the "
+            f"{len(loader.sampler)} training samples of split {cfg.data.train_split!r} per process "
+            f"(data.max_train_samples={cfg.data.max_train_samples}): 0 optimizer steps per epoch"
+        )
+    return steps

@@ -6,22 +6,52 @@ import json
 import time
 from pathlib import Path
 
+from distillbev.io import write_text
+
+
+def truncate_log(path: Path, last_step: int) -> float:
+    """Keep the rows of ``log.jsonl`` up to ``last_step`` (a resumed checkpoint's step), atomically, so
+    the steps run again after a resume are not logged twice. A row cut short by a kill is dropped too.
+    Returns the last kept row's ``time`` (0 when none)."""
+    if not path.is_file():
+        return 0.0
+    kept, last_time = [], 0.0
+    for line in path.read_text().splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(row, dict) and isinstance(row.get("step"), int) and row["step"] <= last_step:
+            kept.append(line)
+            last_time = float(row.get("time", last_time))
+    write_text(path, "".join(f"{line}\n" for line in kept))
+    return last_time
+
 
 class RunLogger:
-    """Writes scalars to ``<run_dir>/log.jsonl`` and ``<run_dir>/tb`` (main process only)."""
+    """Writes scalars to ``<run_dir>/log.jsonl`` and ``<run_dir>/tb`` (main process only).
 
-    def __init__(self, run_dir: Path, enabled: bool = True, tensorboard: bool = True):
+    ``resume_step``: the step of the checkpoint a run resumes from; later rows (and TensorBoard events)
+    of the interrupted run are dropped first, and ``time`` continues from the last kept row.
+    """
+
+    def __init__(
+        self, run_dir: Path, enabled: bool = True, tensorboard: bool = True, resume_step: int | None = None
+    ):
         self.enabled = enabled
         self.start = time.time()
         self._tb = None
         if not enabled:
             return
         run_dir.mkdir(parents=True, exist_ok=True)
+        if resume_step is not None:
+            self.start -= truncate_log(run_dir / "log.jsonl", resume_step)
         self._file = open(run_dir / "log.jsonl", "a", buffering=1)  # noqa: SIM115 - closed in close()
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
-            self._tb = SummaryWriter(str(run_dir / "tb"))
+            purge = resume_step + 1 if resume_step is not None else None
+            self._tb = SummaryWriter(str(run_dir / "tb"), purge_step=purge)
 
     def log(self, step: int, scalars: dict[str, float], **extra: object) -> None:
         """Record ``scalars`` at ``step``."""

@@ -16,9 +16,15 @@ from torch import nn
 
 from distillbev.data.batch import Batch
 from distillbev.train import distributed
-from distillbev.train.checkpoint import load_state_strict, read_checkpoint, save_checkpoint, set_rng_state
+from distillbev.train.checkpoint import (
+    check_resume_config,
+    load_state_strict,
+    read_checkpoint,
+    save_checkpoint,
+    set_rng_state,
+)
 from distillbev.train.config import RunConfig
-from distillbev.train.data import make_loader
+from distillbev.train.data import make_loader, steps_per_epoch
 from distillbev.train.logging import RunLogger
 from distillbev.train.malloc import tune_malloc
 from distillbev.train.schedule import build_scheduler
@@ -80,13 +86,14 @@ def train(
         trainable, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay, fused=fused or None
     )
     loader = make_loader(cfg, train=True, info=info)
-    steps_per_epoch = max(len(loader) // cfg.optim.accumulate, 1)
-    total = steps_per_epoch * cfg.optim.epochs
-    sched = build_scheduler(opt, cfg.optim, total, steps_per_epoch)
+    epoch_steps = steps_per_epoch(cfg, loader)
+    total = epoch_steps * cfg.optim.epochs
+    sched = build_scheduler(opt, cfg.optim, total, epoch_steps)
     ddp_model = distributed.wrap(model, info)
     step, start_epoch = 0, 0
     if resume is not None:
         blob = read_checkpoint(resume)
+        check_resume_config(cfg, blob, resume)
         load_state_strict(model, blob["model"], f"checkpoint {resume}")
         if distill_loss is not None and "distill" in blob["extra_modules"]:
             load_state_strict(
@@ -96,7 +103,7 @@ def train(
         sched.load_state_dict(blob["scheduler"])
         set_rng_state(blob["rng"])
         step, start_epoch = blob["step"], blob["epoch"]
-    logger = RunLogger(run_dir, enabled=info.is_main)
+    logger = RunLogger(run_dir, enabled=info.is_main, resume_step=step if resume is not None else None)
     extra = {"distill": distill_loss} if distill_loss is not None else {}
     metrics: dict[str, Any] = {}
     t_last = t_start = time.time()
@@ -123,9 +130,9 @@ def train(
                     losses |= distill_terms(distill_loss, teacher, model.head, batch, taps, step)
             loss = sum(losses.values())
             if not torch.isfinite(loss):
-                bad = {k: float(v) for k, v in losses.items()}
-                raise FloatingPointError(
-                    f"non-finite loss at step {step} (epoch {epoch}, batch {i}, "
+                bad = {k: float(v.detach()) for k, v in losses.items()}
+                raise FloatingPointError(  # step + 1: the log numbers steps after the update
+                    f"non-finite loss at step {step + 1} (epoch {epoch}, batch {i}, "
                     f"samples {batch.sample_tokens}): {bad}"
                 )
             (loss / cfg.optim.accumulate).backward()

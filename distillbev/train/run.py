@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import time
 from collections.abc import Sequence
 from dataclasses import replace
@@ -12,8 +14,9 @@ import torch
 from torch import nn
 
 from distillbev.config import ConfigError, dump_config, load_config
-from distillbev.train.checkpoint import load_model, load_state_strict, read_checkpoint
+from distillbev.train.checkpoint import check_resume_config, load_model, load_state_strict, read_checkpoint
 from distillbev.train.config import RunConfig
+from distillbev.train.data import make_loader, steps_per_epoch
 from distillbev.train.inherit import inherit_head, inherited_line
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -142,8 +145,16 @@ def run_training(
     resume: Path | None = None,
     init_from: Path | None = None,
     dry_run: bool = False,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
-    """``distillbev train`` / ``distillbev distill``: returns the final validation metrics."""
+    """``distillbev train`` / ``distillbev distill``: returns the final validation metrics.
+
+    Everything that can be checked is checked before the run folder is touched: the config, the
+    teacher and init checkpoints, the training split's size, and the run folder itself, which must be
+    new or empty unless ``resume`` (its config must match the checkpoint's but for ``RESUME_SAFE_KEYS``;
+    without ``out`` the run goes on in the checkpoint's folder) or ``overwrite`` (a run folder only).
+    Resuming a finished run trains nothing and returns the checkpoint's metrics.
+    """
     import yaml
 
     from distillbev.config import to_dict
@@ -151,6 +162,8 @@ def run_training(
     from distillbev.models import build_model
     from distillbev.train.loop import train
 
+    if resume is not None and overwrite:
+        raise ConfigError("--resume continues a run folder and --overwrite replaces it: give one of them")
     cfg = load_config(RunConfig, list(files), list(overrides))
     t_model = t_cfg = None
     if teacher is not None:
@@ -162,13 +175,27 @@ def run_training(
         cfg = with_teacher_points(cfg, t_cfg)
     head_from = head_source(cfg, teacher, resume)
     name = Path(files[-1]).stem + (f"_from_{Path(teacher).parent.name}" if teacher else "")
-    run_dir = Path(out) if out is not None else ROOT / "runs" / name
+    if out is not None:
+        run_dir = Path(out)
+    else:
+        run_dir = Path(resume).parent if resume is not None else ROOT / "runs" / name
     print(yaml.safe_dump(to_dict(cfg), sort_keys=False).rstrip())
     print(f"run directory: {run_dir}")
     if dry_run:
         return {}
-    run_dir.mkdir(parents=True, exist_ok=True)
-    dump_config(cfg, run_dir / "config.yaml")
+    # Under torchrun only rank 0 checks and writes the folder (the others would see its writes).
+    main = int(os.environ.get("RANK", "0")) == 0
+    replace_old = check_run_folder(run_dir, resume, overwrite) if main else False
+    if resume is not None:
+        blob = read_checkpoint(resume)
+        check_resume_config(cfg, blob, resume)
+        if blob["epoch"] >= cfg.optim.epochs:
+            print(
+                f"{resume}: the run is finished (epoch {blob['epoch']} of {cfg.optim.epochs}, step "
+                f"{blob['step']}); nothing to train"
+            )
+            return dict(blob["metrics"])
+    steps_per_epoch(cfg, make_loader(cfg, train=True))
     torch.manual_seed(cfg.seed)
     model = build_model(cfg)
     if init_from is not None:
@@ -177,6 +204,12 @@ def run_training(
         inherit_head(model, t_model if teacher is not None else load_teacher(head_from)[0])
         print(inherited_line(head_from))
     distill_loss = build_distillation(cfg, model, t_model) if t_model is not None else None
+    # All checks passed: only now is the run folder replaced (--overwrite) or written.
+    if replace_old:
+        shutil.rmtree(run_dir)
+    if main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        dump_config(cfg, run_dir / "config.yaml")
     start = time.time()
     metrics = train(
         cfg,
@@ -191,6 +224,22 @@ def run_training(
     if metrics.get("mAP") is not None:
         print_metrics(metrics, title=f"official nuScenes metrics: {name}")
     return metrics
+
+
+def check_run_folder(run_dir: Path, resume: Path | None, overwrite: bool) -> bool:
+    """Check that a run may write ``run_dir`` (nothing is written): a resumed run continues in its
+    checkpoint's folder (or a new, empty one); a new run needs an absent or empty folder, or
+    ``overwrite`` and a recognisable run folder. Returns True when the folder is to be replaced."""
+    from distillbev.io import check_output_folder, check_writable
+
+    check_writable(run_dir, folder=True)
+    if resume is not None and Path(resume).parent.resolve() == run_dir.resolve():
+        return False
+    if resume is not None:
+        hint = f"a resumed run goes on in its checkpoint's folder {Path(resume).parent}, or a new one"
+    else:
+        hint = f"pass --resume {run_dir / 'checkpoint.pt'} to continue it, or --overwrite to replace it"
+    return check_output_folder(run_dir, overwrite, ("run",), hint)
 
 
 def demo_training(data: Path, workdir: Path, seed: int, stages: Sequence[str], scale: str) -> dict[str, dict]:

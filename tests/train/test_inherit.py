@@ -204,5 +204,7 @@ def test_plain_student_inherits_from_the_checkpoint_named(smoke_world, teacher_c
     assert captured["teacher"] is None  # still a plain run: no distillation
     assert _same_task_heads(captured["model"], _teacher())
     inherit = f"inherit_head_from={teacher_ckpt}"
+    cfg = load_config(RunConfig, [STUDENT], [*over, inherit])  # resume checks the checkpoint's config
+    save_checkpoint(tmp_path / "r.pt", build_model(cfg), cfg, step=0, epoch=0)
     run_training([STUDENT], tmp_path / "resumed", [*over, inherit], resume=tmp_path / "r.pt")
     assert not _same_task_heads(captured["model"], _teacher())  # resume: the checkpoint's head wins

@@ -24,7 +24,7 @@ from distillbev.config import dump_config
 from distillbev.data.synthetic.config import WorldConfig
 from distillbev.data.synthetic.scene_writer import write_scene
 from distillbev.data.synthetic.tables import TABLES, static_tables, token
-from distillbev.io import atomic_path
+from distillbev.io import atomic_path, check_output_folder
 
 
 def _map_png() -> np.ndarray:
@@ -39,18 +39,24 @@ def generate_world(
 ) -> dict[str, Any]:
     """Generate the world of ``cfg`` and ``seed`` into ``out_dir``.
 
-    Written into a temporary folder beside ``out_dir`` and renamed at the end, so a crash never leaves
-    a half-written dataset. A non-empty ``out_dir`` is refused unless ``overwrite``. Returns a summary:
-    scenes, samples, annotations, bytes (and megabytes) on disk, seconds.
+    Written into a temporary folder beside ``out_dir`` and renamed at the end, so a crash or an
+    interruption never leaves a half-written dataset (nor the temporary folder). A non-empty ``out_dir``
+    is refused unless ``overwrite``, and even then unless it is a dataset or run folder (``io.output_kind``).
+    ``seed`` must be >= 0. Returns a summary: scenes, samples, annotations, bytes (and megabytes) on
+    disk, seconds.
     """
     out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise FileExistsError(f"{out_dir} exists and is not a directory")
-    if out_dir.is_dir() and any(out_dir.iterdir()) and not overwrite:
-        raise FileExistsError(
-            f"{out_dir} exists and is not empty (pass overwrite=True / --overwrite to replace it)"
-        )
+    if seed < 0:
+        raise ValueError(f"seed must be >= 0 (numpy seeds are non-negative), got {seed}")
+    check_output_folder(
+        out_dir, overwrite, ("dataset", "run"), "pass overwrite=True / --overwrite to replace it"
+    )
     start = time.time()
+
+    def _progress(si: int) -> None:
+        if progress:
+            print(f"  scene {si + 1}/{cfg.num_scenes} ({time.time() - start:.0f} s)", flush=True)
+
     with atomic_path(out_dir) as root:
         root.mkdir()
         scenes = list(range(cfg.num_scenes))
@@ -60,15 +66,19 @@ def generate_world(
             ctx = multiprocessing.get_context("spawn")
             with ProcessPoolExecutor(min(cfg.workers, len(scenes)), mp_context=ctx) as pool:
                 futures = [pool.submit(write_scene, cfg, root, seed, si) for si in scenes]
-                for si, fut in enumerate(futures):
-                    parts.append(fut.result())
-                    if progress:
-                        print(f"  scene {si + 1}/{cfg.num_scenes} ({time.time() - start:.0f} s)", flush=True)
+                try:
+                    for si, fut in enumerate(futures):
+                        parts.append(fut.result())
+                        _progress(si)
+                except BaseException:
+                    # Interrupted or failed: drop queued scenes and let running ones end before the
+                    # temporary folder is removed (else a worker could write into it afterwards).
+                    pool.shutdown(wait=True, cancel_futures=True)
+                    raise
         else:
             for si in scenes:
                 parts.append(write_scene(cfg, root, seed, si))
-                if progress:
-                    print(f"  scene {si + 1}/{cfg.num_scenes} ({time.time() - start:.0f} s)", flush=True)
+                _progress(si)
         rows: dict[str, list[dict]] = {k: [] for k in TABLES}
         rows.update(static_tables())
         for part in parts:
