@@ -77,11 +77,12 @@ def check_output_folder(path: str | Path, overwrite: bool, replaceable: tuple[st
         return False
     if not overwrite:
         raise FileExistsError(f"{path} exists and is not empty ({hint})")
-    kind = output_kind(path)
-    if kind not in replaceable:
+    if output_kind(path) not in replaceable:
+        markers = {"dataset": DATASET_MARKERS, "run": RUN_MARKERS}
+        names = [m for kind in replaceable for m in markers[kind]]
         raise FileExistsError(
             f"refusing to overwrite {path}: it is not a {' or '.join(replaceable)} folder (none of "
-            f"{', '.join(DATASET_MARKERS + RUN_MARKERS)} in it)"
+            f"{', '.join(names)} in it)"
         )
     return True
 

@@ -16,7 +16,8 @@ def test_unwritable_output_is_one_line(smoke_world, unwritable_dir, command):
         r = cli(*train_args(smoke_world.dataroot, out))
     else:
         r = cli("make-data", "--preset", "smoke", "--out", out)
-    assert str(unwritable_dir) in error_line(r)
+    assert f"cannot write {out}: {unwritable_dir} is not writable" in error_line(r)
+    assert not (unwritable_dir / "new").exists()
 
 
 @pytest.mark.parametrize(

@@ -26,7 +26,7 @@ def test_train_overwrite_replaces_a_run_folder_only(smoke_world, finished_run, t
     notes.mkdir()
     (notes / "todo.txt").write_text("keep me")
     line = error_line(cli(*train_args(smoke_world.dataroot, notes), "--overwrite"))
-    assert f"refusing to overwrite {notes}" in line
+    assert f"refusing to overwrite {notes}: it is not a run folder (none of config.yaml" in line
     assert (notes / "todo.txt").read_text() == "keep me"
 
     run = shutil.copytree(finished_run, tmp_path / "run")

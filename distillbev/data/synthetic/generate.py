@@ -24,7 +24,7 @@ from distillbev.config import dump_config
 from distillbev.data.synthetic.config import WorldConfig
 from distillbev.data.synthetic.scene_writer import write_scene
 from distillbev.data.synthetic.tables import TABLES, static_tables, token
-from distillbev.io import atomic_path, check_output_folder
+from distillbev.io import atomic_path, check_output_folder, check_writable
 
 
 def _map_png() -> np.ndarray:
@@ -51,6 +51,7 @@ def generate_world(
     check_output_folder(
         out_dir, overwrite, ("dataset", "run"), "pass overwrite=True / --overwrite to replace it"
     )
+    check_writable(out_dir, folder=True)
     start = time.time()
 
     def _progress(si: int) -> None:
