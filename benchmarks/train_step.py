@@ -108,6 +108,7 @@ MODELS = {
     "bevdepth": "student/bevdepth",
     "bevdet4d": "student/bevdet4d",
     "bevdepth4d": "student/bevdepth4d",
+    "bevformer": "student/bevformer",
 }
 #: Points per sample: our tiny teachers read 3 sweeps (~110k points); nuScenes with 10 sweeps ~300k.
 DEFAULT_POINTS = {"tiny": 110000, "full": 300000}

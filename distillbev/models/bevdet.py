@@ -153,8 +153,12 @@ def build_image_backbone(cfg: StudentConfig) -> ResNet:
     return net
 
 
-def build_student(cfg: StudentConfig) -> BEVDet:
-    """BEVDet / BEVDet4D / BEVDepth / BEVDepth4D as ``cfg.kind`` and ``cfg.temporal`` say."""
+def build_student(cfg: StudentConfig) -> BEVDetector:
+    """BEVDet / BEVDet4D / BEVDepth / BEVDepth4D / BEVFormer as ``cfg.kind`` and ``cfg.temporal`` say."""
+    if cfg.kind == "bevformer":
+        from distillbev.models.bevformer import build_bevformer
+
+        return build_bevformer(cfg)
     backbone, neck = build_image_encoder(cfg)
     bins, c = cfg.bins(), cfg.context_channels
     model_cls: type[BEVDet]

@@ -1,4 +1,4 @@
-"""``StudentConfig``: the camera students' architecture (BEVDet, BEVDet4D, BEVDepth, BEVDepth4D).
+"""``StudentConfig``: the camera students' architecture (BEVDet, BEVDet4D, BEVDepth, BEVDepth4D, BEVFormer).
 
 Defaults are the tiny CPU student; each field's comment gives the full-scale R50 value
 (docs/architectures.md).
@@ -23,9 +23,10 @@ def _tiny_head() -> HeadConfig:
 
 @dataclass(frozen=True)
 class StudentConfig:
-    """A lift-splat camera student. Lengths in metres, image sizes in pixels, BEV sizes in cells."""
+    """A camera student. Lengths in metres, image sizes in pixels, BEV sizes in cells."""
 
-    kind: Literal["bevdet", "bevdepth"] = "bevdet"  # plain 1x1 depth net / camera-aware one + depth loss
+    # plain 1x1 depth net / camera-aware one + depth loss / BEVFormer's attention encoder (docs/bevformer.md)
+    kind: Literal["bevdet", "bevdepth", "bevformer"] = "bevdet"
     temporal: bool = False  # two frames (4D): previous key frame warped, detached, concatenated
     image_size: tuple[int, int] = (64, 176)  # network input (H, W), multiples of 16; full (256, 704)
     # stride of the lifted image features: 16 (BEVDet: ResNet stages 3+4 -> neck) or 8 (stages 2+3);
@@ -46,7 +47,7 @@ class StudentConfig:
     frustum_cell_centers: bool = False  # quirk §15.4: False = linspace over the whole image (reference)
     bev_range: tuple[float, float, float, float] = (-51.2, -51.2, 51.2, 51.2)  # x_min, y_min, x_max, y_max
     bev_cell: float = 1.6  # LSS grid = tap H = head grid cell; full 0.8
-    bev_z_range: tuple[float, float] = (-10.0, 10.0)  # the single LSS height bin
+    bev_z_range: tuple[float, float] = (-10.0, 10.0)  # the single LSS height bin; BEVFormer: pillar span
     pool_method: Literal["index_add", "segment"] = "index_add"  # BEV pooling (ops/bev_pool.py)
     preprocess_blocks: int = 2  # 4D: BasicBlocks at C channels before alignment
     bev_channels: tuple[int, int, int] = (32, 64, 128)  # encoder stages = taps B0-B2; full (128, 256, 512)
@@ -62,6 +63,16 @@ class StudentConfig:
     depth_loss_norm: Literal["all", "valid"] = "all"  # §15.5: mean over all elements / cells with a return
     depth_loss_prob: Literal["sigmoid", "softmax"] = "sigmoid"  # §15.5: per-bin sigmoid / the lift's softmax
     head: HeadConfig = field(default_factory=_tiny_head)  # share/head channels 32; full 64
+    # BEVFormer only: queries on a grid query_stride x coarser than the head grid (bev_cell), their BEV
+    # upsampled to it and read by the BEV encoder + FPN_LSS above (taps B0, B1, B2, H).
+    query_stride: int = 2  # query cell / bev_cell; full 1 (128 x 128 queries at 0.8 m)
+    embed_dims: int = 64  # width of the queries, image tokens and attentions; full 256
+    encoder_layers: int = 2  # layers of TSA -> norm -> SCA -> norm -> FFN (2 x embed_dims) -> norm; full 6
+    attn_heads: int = 4  # heads of both attentions; full 8
+    tsa_points: int = 4  # temporal self-attention: sampling points per head and frame; full 4
+    sca_points: int = 8  # spatial cross-attention: points per head, split over the heights; full 8
+    pillar_points: int = 4  # reference heights per query, spread over bev_z_range; full 4
+    attn_dropout: float = 0.0  # dropout after both attentions and in the FFN; full 0.1
 
     def __post_init__(self) -> None:
         h, w = self.image_size
@@ -96,6 +107,8 @@ class StudentConfig:
             raise ValueError(
                 "pretrained weights need a torchvision backbone (resnet18/34/50/101), not 'tiny'"
             )
+        if self.kind == "bevformer":
+            self._check_bevformer()
         positive = {
             "tiny_stem_width": self.tiny_stem_width,
             "neck_channels": self.neck_channels,
@@ -117,6 +130,31 @@ class StudentConfig:
         ):
             if min(vs) < 1:
                 raise ValueError(f"{name} must all be >= 1, got {vs}")
+
+    def _check_bevformer(self) -> None:
+        counts = ("query_stride", "embed_dims", "encoder_layers", "attn_heads", "tsa_points", "sca_points")
+        for name in counts:
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.pillar_points < 1 or self.sca_points % self.pillar_points:
+            raise ValueError(
+                f"sca_points {self.sca_points} must split evenly over pillar_points {self.pillar_points}"
+            )
+        if self.embed_dims % (2 * self.attn_heads):
+            raise ValueError(
+                f"embed_dims {self.embed_dims} must be a multiple of 2 x attn_heads {self.attn_heads}"
+            )
+        grid = self.bev_grid()
+        if grid.height % self.query_stride or grid.width % self.query_stride:
+            raise ValueError(
+                f"the {grid.shape} BEV grid is not divisible by query_stride {self.query_stride}"
+            )
+        if not 0 <= self.attn_dropout < 1:
+            raise ValueError(f"attn_dropout must be in [0, 1), got {self.attn_dropout}")
+
+    def query_grid(self) -> BEVGrid:
+        """BEVFormer: the grid of the BEV queries (``query_stride`` x the head grid's cell)."""
+        return self.bev_grid().scaled(self.query_stride)
 
     def bins(self) -> DepthBins:
         """The depth candidates."""
