@@ -23,6 +23,7 @@ app.add_typer(viz_app, name="viz")
 
 ROOT = Path(__file__).resolve().parent.parent
 PRESETS = ("smoke", "small", "medium")
+DEMO_STAGES = ("data", "gt-eval", "teacher", "pretrain", "student", "distill")
 #: What bad input or the environment raise (config, files, permissions, corrupt data, a diverged
 #: training): one line on stderr and exit code 2 instead of a traceback.
 USER_ERRORS = (ConfigError, OSError, ValueError, KeyError, IndexError, FloatingPointError)
@@ -173,6 +174,36 @@ def distill(
         )
 
 
+@app.command("export")
+def export(
+    checkpoint: Path = typer.Argument(..., help="A camera student's checkpoint (baseline or distilled)."),
+    out: Path = typer.Option(..., help="The ONNX file to write, e.g. student.onnx."),
+    index: int = typer.Option(0, help="Val sample whose cameras are fixed in the graph."),
+    set_: list[str] = typer.Option(
+        [], "--set", help="Override a key of the checkpoint's config, e.g. data.dataroot=..."
+    ),
+    dry_run: bool = typer.Option(False, help="Print the inputs, outputs and cameras, and exit."),
+) -> None:
+    """ONNX of a student for fixed cameras (those of one val sample): images [+ the previous frame and
+    the ego motion for 4D students] -> the head's raw maps; decoding stays in Python (export.OnnxStudent).
+    No teacher, no adapters."""
+    from distillbev.export import export_checkpoint
+
+    try:
+        with _user_errors():
+            meta = export_checkpoint(checkpoint, out, index, set_, dry_run=dry_run)
+    except ImportError as e:
+        _fail(f"export needs the onnx package ({e}): pip install onnx onnxruntime")
+    cams = meta["cameras"]
+    typer.echo(f"{meta['kind']} from {checkpoint} (step {meta['checkpoint']['step']})")
+    typer.echo(f"cameras: {cams['split']} #{cams['index']} ({cams['sample_token']}) in {cams['dataroot']}")
+    typer.echo("inputs: " + ", ".join(f"{k} {tuple(v)}" for k, v in meta["inputs"].items()))
+    typer.echo(f"outputs: {', '.join(meta['outputs'])}")
+    typer.echo(f"output: {out}")
+    if not dry_run:
+        typer.echo(f"wrote {out}")
+
+
 @app.command("pretrain")
 def pretrain(
     configs: list[Path] = typer.Argument(..., help="A student preset (its image backbone), then overrides."),
@@ -187,6 +218,98 @@ def pretrain(
         run_pretrain(configs, out, set_)
     except (ConfigError, FileNotFoundError, FileExistsError, ValueError, KeyError) as e:
         _fail(str(e))
+
+
+@app.command("reproduce")
+def reproduce(
+    out: Path = typer.Option(..., help="Plan folder: <cell>/seed<k> run folders, plan.json, results.*."),
+    folders: list[Path] = typer.Argument(None, help="With --merge: the plan folders to combine."),
+    merge: bool = typer.Option(False, help="Combine the results.json of plans split by --cells."),
+    scale: str = typer.Option("tiny", help="tiny: configs/student/<s>.yaml (CPU); full: <s>_full.yaml."),
+    seeds: int = typer.Option(3, help="Seeds per cell (0..N-1)."),
+    centerpoint: Path = typer.Option(None, help="CenterPoint teacher checkpoint (default: the plan's)."),
+    mvp: Path = typer.Option(None, help="MVP teacher checkpoint (default: the plan's)."),
+    students: str = typer.Option(
+        "", help="Comma-separated student presets (default bevdet,bevdet4d,bevdepth[,bevformer])."
+    ),
+    ablation_student: str = typer.Option("bevdet4d", help="Student of the ablation tables."),
+    ablation_teacher: str = typer.Option("centerpoint", help="Teacher of the ablation tables."),
+    cells: list[str] = typer.Option(
+        [], "--cells", help="Only these cells: globs over cell names or tables (grid, components, layers)."
+    ),
+    dataroot: Path = typer.Option(None, help="Dataroot of every run (else the presets')."),
+    set_: list[str] = typer.Option([], "--set", help="Override of every run, e.g. distill.loss_weight=0.1."),
+    resume: bool = typer.Option(False, help="Continue interrupted runs (by default they are left alone)."),
+    in_process: bool = typer.Option(False, help="Train in this process instead of one subprocess per run."),
+    dry_run: bool = typer.Option(False, help="Print the plan (each run's state and command) and exit."),
+) -> None:
+    """The paper's grid (teachers x students) and ablation tables, N seeds per cell, resumably:
+    finished runs are skipped; results.md / results.json hold mean +- std and gains over the baselines."""
+    from distillbev.experiments.plan import PlanSpec
+    from distillbev.experiments.runner import describe, make_plan, merge_plans, run_plan
+
+    if merge:
+        if not folders:
+            _fail("--merge needs the plan folders: distillbev reproduce --merge DIR1 DIR2 --out DIR")
+        typer.echo(f"output: {out}")
+        if not dry_run:
+            with _user_errors():
+                merge_plans(list(folders), out)
+            typer.echo(f"wrote {out / 'results.md'} and {out / 'results.json'}")
+        return
+    if folders:
+        _fail(f"unexpected arguments {[str(f) for f in folders]} (plan folders are given with --merge)")
+    overrides = ([f"data.dataroot={dataroot.resolve()}"] if dataroot is not None else []) + list(set_)
+    with _user_errors():
+        spec = PlanSpec(
+            out=out,
+            scale=scale,
+            seeds=seeds,
+            students=tuple(s.strip() for s in students.split(",") if s.strip()),
+            teachers={"centerpoint": centerpoint, "mvp": mvp},
+            ablation_student=ablation_student,
+            ablation_teacher=ablation_teacher,
+            overrides=tuple(overrides),
+        )
+        plan = make_plan(spec, cells)
+    typer.echo("\n".join(describe(plan, commands=dry_run)))
+    if dry_run:
+        return
+    with _user_errors():
+        outcome = run_plan(plan, resume=resume, in_process=in_process)
+    typer.echo(
+        f"trained {len(outcome['trained'])}, already finished {len(outcome['finished'])}, "
+        f"skipped {len(outcome['skipped'])}, failed {len(outcome['failed'])}; results: {out / 'results.md'}"
+    )
+    if outcome["failed"]:
+        _fail("failed runs: " + "; ".join(outcome["failed"]))
+
+
+@app.command("report")
+def report(
+    run_folder: Path = typer.Argument(..., help="A folder of runs: the demo workdir or a reproduce plan."),
+    out: Path = typer.Option(None, help="The HTML page (default RUN_FOLDER/report.html)."),
+    baseline: Path = typer.Option(None, help="The baseline student's run folder (default: found)."),
+    distilled: Path = typer.Option(None, help="The distilled student's run folder (default: found)."),
+    teacher: Path = typer.Option(None, help="The teacher checkpoint for the masks (default: found)."),
+    samples: int = typer.Option(3, help="Val samples drawn in BEV (the masks use the first)."),
+    score_threshold: float = typer.Option(0.3, help="Detections drawn in BEV: score at least this."),
+    dry_run: bool = typer.Option(False, help="Print the runs found and the pair compared, and exit."),
+) -> None:
+    """One self-contained HTML page: tables, training curves, BEV views, distillation masks, per-class
+    and per-distance AP of the baseline vs the distilled student."""
+    from distillbev.viz.report import build_report, find_report_inputs
+
+    with _user_errors():
+        inputs = find_report_inputs(run_folder, baseline, distilled, teacher)
+    typer.echo(inputs.summary())
+    out = out or run_folder / "report.html"
+    typer.echo(f"output: {out}")
+    if dry_run:
+        return
+    with _user_errors():
+        build_report(inputs, out, samples=samples, score_threshold=score_threshold)
+    typer.echo(f"wrote {out}")
 
 
 @viz_app.command("sample")
@@ -226,20 +349,40 @@ def viz_masks(
 
 @app.command("demo")
 def demo(
-    preset: str = typer.Option("small", help="World preset."),
     workdir: Path = typer.Option(Path("runs/demo"), help="Where data, checkpoints and metrics go."),
     seed: int = typer.Option(0, help="Seed for data and training."),
     stages: str = typer.Option(
-        "data,gt-eval,teacher,student,distill", help="Comma-separated stages to run, in order."
+        ",".join(DEMO_STAGES), help=f"Comma-separated stages to run, in order ({', '.join(DEMO_STAGES)})."
     ),
-    scale: str = typer.Option("tiny", help="Model scale preset for the training stages (tiny or smoke)."),
+    scale: str = typer.Option(
+        "tiny", help="Model scale: tiny (the small world, CPU presets) or smoke (seconds)."
+    ),
+    fresh: bool = typer.Option(False, help="Redo every stage (by default finished stages are reused)."),
+    from_scratch: bool = typer.Option(
+        False, help="Train the teacher and pretrain the image encoder instead of using checkpoints/."
+    ),
+    epochs: int = typer.Option(0, help="Students' epochs (0 = the preset's)."),
+    jobs: int = typer.Option(
+        2, help="2: baseline and distilled student side by side (one core each); 1: in turn."
+    ),
 ) -> None:
-    """The main job: synthetic world -> official metrics -> teacher -> student -> distilled student."""
-    from distillbev.workflows import run_demo
+    """The main job: synthetic world -> official metrics -> teacher -> image encoder -> baseline and
+    distilled student -> the paper-style table."""
+    from distillbev.demo import DemoPlan, run_demo
 
     try:
-        run_demo(preset, workdir, seed, [s.strip() for s in stages.split(",") if s.strip()], scale)
-    except (ConfigError, FileNotFoundError, ValueError, KeyError) as e:
+        plan = DemoPlan(
+            workdir,
+            scale,
+            seed,
+            tuple(s.strip() for s in stages.split(",") if s.strip()),
+            fresh,
+            from_scratch,
+            epochs,
+            jobs,
+        )
+        run_demo(plan)
+    except (ConfigError, FileNotFoundError, ValueError, KeyError, RuntimeError) as e:
         _fail(str(e))
 
 

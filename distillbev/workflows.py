@@ -130,46 +130,19 @@ def _predictions_for(results: Path, token: str, sample: dict[str, Any]):
     )
 
 
-def ensure_world(preset: str, out: Path, seed: int) -> Path:
-    """Generate the synthetic world of a preset into ``out`` unless it is already there."""
+def ensure_world(preset: str, out: Path, seed: int, overwrite: bool = False) -> Path:
+    """Generate the synthetic world of a preset into ``out`` unless it is already there (``overwrite``:
+    generate it again)."""
     from distillbev.data.synthetic.config import WorldConfig
     from distillbev.data.synthetic.generate import generate_world
 
-    if (out / "world_config.yaml").is_file():
+    if (out / "world_config.yaml").is_file() and not overwrite:
         print(f"world already at {out}")
         return out
     cfg = load_config(WorldConfig, [ROOT / "configs" / "data" / f"{preset}.yaml"])
-    summary = generate_world(cfg, out, seed=seed, progress=True)
+    summary = generate_world(cfg, out, seed=seed, progress=True, overwrite=overwrite)
     print("generated:", " ".join(f"{k}={v}" for k, v in summary.items()))
     return out
-
-
-def run_demo(preset: str, workdir: Path, seed: int, stages: list[str], scale: str) -> None:
-    """The main job: synthetic world -> official metrics -> teacher -> student -> distilled student."""
-    from distillbev.eval.tables import print_metrics
-
-    known = ("data", "gt-eval", "teacher", "student", "distill")
-    for s in stages:
-        if s not in known:
-            raise ValueError(f"unknown demo stage {s!r}; stages are {', '.join(known)}")
-    workdir = Path(workdir)
-    data = workdir / f"data-{preset}"
-    if "data" in stages:
-        ensure_world(preset, data, seed)
-    if "gt-eval" in stages:
-        for name, m in gt_eval(data, workdir / "gt-eval", seed).items():
-            print_metrics(m, title=f"official nuScenes metrics, {name} predictions ({data})")
-    summary: dict[str, dict[str, Any]] = {}
-    if any(s in stages for s in ("teacher", "student", "distill")):
-        from distillbev.train.run import demo_training
-
-        summary = demo_training(data, workdir, seed, stages, scale)
-    if summary:
-        from distillbev.eval.tables import comparison_markdown
-
-        text = comparison_markdown(summary)
-        (workdir / "summary.md").write_text(text)
-        print(text)
 
 
 def save_resolved(cfg: Any, run_dir: Path) -> None:
@@ -178,9 +151,17 @@ def save_resolved(cfg: Any, run_dir: Path) -> None:
 
 
 def score_checkpoint(
-    checkpoint: Path, dataroot: Path, version: str, split: str, out: Path | None, overrides: list[str]
+    checkpoint: Path,
+    dataroot: Path,
+    version: str,
+    split: str,
+    out: Path | None,
+    overrides: list[str],
+    out_dir: Path | None = None,
 ) -> dict[str, Any]:
-    """Run a checkpoint's model on a split and score it with the official metrics."""
+    """Run a checkpoint's model on a split and score it with the official metrics (results and metric
+    files in ``out_dir``, by default ``eval_<split>`` beside the checkpoint; empty version / split: the
+    dataroot's single version and its val split)."""
     from dataclasses import replace
 
     from distillbev.io import check_writable, write_json
@@ -188,7 +169,9 @@ def score_checkpoint(
     from distillbev.train.config import RunConfig
     from distillbev.train.run import evaluate_model
 
-    out_dir = Path(checkpoint).parent / f"eval_{split}"
+    if not version or not split:
+        version, split = resolve_dataset(Path(dataroot), version, split)
+    out_dir = Path(out_dir) if out_dir is not None else Path(checkpoint).parent / f"eval_{split}"
     check_writable(out_dir, folder=True)
     if out is not None:
         check_writable(out)

@@ -240,30 +240,3 @@ def check_run_folder(run_dir: Path, resume: Path | None, overwrite: bool) -> boo
     else:
         hint = f"pass --resume {run_dir / 'checkpoint.pt'} to continue it, or --overwrite to replace it"
     return check_output_folder(run_dir, overwrite, ("run",), hint)
-
-
-def demo_training(data: Path, workdir: Path, seed: int, stages: Sequence[str], scale: str) -> dict[str, dict]:
-    """The demo's training stages: teacher, baseline student, distilled student (same schedule, seed)."""
-    common = [f"data.dataroot={data}", f"seed={seed}"]
-    scale_files = [ROOT / "configs" / "scale" / f"{scale}.yaml"] if scale != "tiny" else []
-    summary: dict[str, dict] = {}
-    teacher_ckpt = workdir / "teacher" / "checkpoint.pt"
-    student_cfg = [ROOT / "configs" / "student" / "bevdepth.yaml", *scale_files]
-    if "teacher" in stages:
-        summary["CenterPoint (teacher, LiDAR)"] = run_training(
-            [ROOT / "configs" / "teacher" / "centerpoint_pillar.yaml", *scale_files],
-            workdir / "teacher",
-            common,
-        )
-    if "student" in stages:
-        summary["BEVDepth (baseline)"] = run_training(student_cfg, workdir / "student", common)
-    if "distill" in stages:
-        if not teacher_ckpt.is_file():
-            raise FileNotFoundError(f"the distill stage needs the teacher checkpoint {teacher_ckpt}")
-        summary["BEVDepth + DistillBEV (CenterPoint)"] = run_training(
-            [*student_cfg, ROOT / "configs" / "distill" / "full.yaml"],
-            workdir / "distilled",
-            common,
-            teacher=teacher_ckpt,
-        )
-    return summary

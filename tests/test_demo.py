@@ -1,0 +1,67 @@
+"""``distillbev demo``: scale and stage validation, the paper table, and a whole smoke-scale run whose
+second invocation reuses every finished stage."""
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from distillbev.cli import app
+from distillbev.config import ConfigError
+from distillbev.demo import DemoPlan, cached, paper_table, record, stage_key
+
+
+def test_bad_scale_lists_the_valid_ones(tmp_path):
+    result = CliRunner().invoke(app, ["demo", "--scale", "huge", "--workdir", str(tmp_path)])
+    assert result.exit_code == 2
+    assert "'huge'" in result.output and "tiny" in result.output and "smoke" in result.output
+    assert not any(tmp_path.iterdir())  # nothing written
+
+
+def test_bad_stage_and_jobs_are_refused(tmp_path):
+    with pytest.raises(ConfigError, match="unknown demo stage 'train'"):
+        DemoPlan(tmp_path, stages=("data", "train"))
+    with pytest.raises(ConfigError, match="--jobs"):
+        DemoPlan(tmp_path, jobs=3)
+
+
+def test_paper_table_rows_and_gain():
+    keys = ("mAP", "NDS", "mATE", "mASE", "mAOE", "mAVE", "mAAE")
+    base = dict(zip(keys, (0.20, 0.30, 0.8, 0.4, 0.9, 1.0, 0.5), strict=True))
+    dist = dict(zip(keys, (0.25, 0.33, 0.7, 0.4, 0.8, 1.1, 0.5), strict=True))
+    table = paper_table({"mAP": 0.6}, base, dist).splitlines()
+    assert table[2].startswith("| CenterPoint (teacher) | LiDAR | 0.600 | - |")
+    gain = table[-1].split("|")[3:-1]
+    assert [g.strip() for g in gain] == ["+0.050", "+0.030", "-0.100", "+0.000", "-0.100", "+0.100", "+0.000"]
+    assert "gain" not in paper_table(None, base, None)
+
+
+def test_stage_key_follows_file_contents(tmp_path):
+    f = tmp_path / "a.yaml"
+    f.write_text("x: 1\n")
+    k1 = stage_key(f, "seed=0")
+    assert stage_key(f, "seed=0") == k1 and stage_key(f, "seed=1") != k1
+    f.write_text("x: 2\n")
+    assert stage_key(f, "seed=0") != k1
+    record(tmp_path / "s", k1, {"metrics": {"mAP": 0.5}})
+    assert cached(tmp_path / "s", k1)["metrics"] == {"mAP": 0.5}
+    assert cached(tmp_path / "s", "other") is None
+
+
+def test_smoke_demo_end_to_end_then_reused(tmp_path):
+    runner = CliRunner()
+    first = runner.invoke(app, ["demo", "--scale", "smoke", "--workdir", str(tmp_path)])
+    assert first.exit_code == 0, first.output
+    summary = (tmp_path / "summary.md").read_text()
+    for row in ("CenterPoint (teacher)", "BEVDepth (baseline)", "BEVDepth + DistillBEV", "gain", "Stage times"):
+        assert row in summary
+    for stage in ("teacher", "student", "distilled"):
+        blob = json.loads((tmp_path / stage / "stage.json").read_text())
+        assert set(blob["metrics"]) >= {"mAP", "NDS"}
+    ckpt = tmp_path / "student" / "run" / "checkpoint.pt"
+    mtime = ckpt.stat().st_mtime
+    second = runner.invoke(app, ["demo", "--scale", "smoke", "--workdir", str(tmp_path)])
+    assert second.exit_code == 0, second.output
+    assert "student: reused" in second.output and "distilled: reused" in second.output
+    assert "teacher: reused" in second.output and "gt-eval: reused" in second.output
+    assert ckpt.stat().st_mtime == mtime  # not retrained
