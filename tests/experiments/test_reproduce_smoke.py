@@ -1,0 +1,56 @@
+"""One real cell end to end: a 1-step BEVDet baseline on the smoke world through ``distillbev reproduce``,
+then the same plan again (the finished run is skipped, not retrained)."""
+
+from __future__ import annotations
+
+import json
+
+from typer.testing import CliRunner
+
+from distillbev.cli import app
+
+# The smoke-size student of tests/train/test_training.py, one step of 2 samples, 2 val samples.
+SMOKE = [
+    "optim.epochs=1",
+    "optim.batch_size=2",
+    "data.max_train_samples=2",
+    "data.max_val_samples=2",
+    "log_every_steps=1",
+    "student.image_size=[32, 96]",
+    "data.reader.image.final_size=[32, 96]",
+    "student.depth_bins=[1.0, 61.0, 7.5]",
+    "student.context_channels=8",
+    "student.bev_cell=3.2",
+    "student.tiny_widths=[8, 8, 16, 16]",
+    "student.tiny_blocks=[1, 1, 1, 1]",
+    "student.image_pretrained=",
+    "student.tiny_stem_width=8",
+    "student.neck_channels=16",
+    "student.bev_channels=[8, 16, 32]",
+    "student.fpn_channels=16",
+    "student.fpn_mid_channels=16",
+    "student.depthnet_mid_channels=8",
+    "student.head.share_channels=16",
+    "student.head.head_channels=16",
+]
+
+
+def test_one_smoke_cell_end_to_end(smoke_world, tmp_path):
+    out = tmp_path / "plan"
+    args = ["reproduce", "--out", str(out), "--students", "bevdet", "--cells", "bevdet-none", "--seeds", "1"]
+    args += ["--dataroot", str(smoke_world.dataroot), "--in-process"]
+    for s in SMOKE:
+        args += ["--set", s]
+    first = CliRunner().invoke(app, args)
+    assert first.exit_code == 0, first.output
+    assert "trained 1, already finished 0" in first.output
+    run = out / "bevdet-none" / "seed0"
+    assert (run / "checkpoint.pt").is_file() and (run / "eval_epoch1" / "metrics.json").is_file()
+    doc = json.loads((out / "results.json").read_text())
+    stats = doc["cells"]["bevdet-none"]["stats"]
+    assert stats["mAP"]["n"] == 1 and stats["mAP"]["std"] is None
+    assert "| bevdet | none | 1 |" in (out / "results.md").read_text()
+
+    again = CliRunner().invoke(app, args)
+    assert again.exit_code == 0, again.output
+    assert "trained 0, already finished 1" in again.output

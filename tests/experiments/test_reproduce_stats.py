@@ -1,0 +1,115 @@
+"""Statistics of a reproduction plan against hand-computed values; results.md; merging split plans."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from plan_helpers import metrics
+
+from distillbev.experiments.plan import build_grid
+from distillbev.experiments.stats import (
+    build_results,
+    check_claims,
+    gain,
+    merge_results,
+    results_markdown,
+    summarize,
+)
+
+
+def test_mean_std_and_gain_by_hand():
+    cell = summarize([0.3, 0.4, 0.5])  # mean 0.4, deviations -0.1, 0, 0.1: s^2 = 0.02 / 2 = 0.01
+    base = summarize([0.2, 0.3, None])  # None (an undefined metric) is left out: mean 0.25, s^2 = 0.005
+    assert cell["mean"] == pytest.approx(0.4) and cell["std"] == pytest.approx(0.1) and cell["n"] == 3
+    assert (
+        base["mean"] == pytest.approx(0.25)
+        and base["std"] == pytest.approx(math.sqrt(0.005))
+        and base["n"] == 2
+    )
+    g = gain(cell, base)  # spread sqrt(0.01 / 3 + 0.005 / 2) = sqrt(0.0058333) = 0.0763763
+    assert g["mean"] == pytest.approx(0.15) and g["spread"] == pytest.approx(0.0763763, abs=1e-7)
+    one = summarize([0.5])
+    assert one == {"mean": 0.5, "std": None, "n": 1}
+    assert gain(one, base) == {"mean": pytest.approx(0.25), "spread": None}  # undefined below 2 seeds
+    assert summarize([]) == {"mean": None, "std": None, "n": 0}
+
+
+def _plan(students=("bevdet",)) -> dict:
+    cells, tables = build_grid(students)
+    return {
+        "scale": "tiny",
+        "overrides": [],
+        "cells": [vars(c) | {"groups": list(c.groups)} for c in cells],
+        "tables": [
+            {"key": t.key, "title": t.title, "rows": [list(r) for r in t.rows], "order": list(t.order)}
+            for t in tables
+        ],
+    }
+
+
+def _doc(seeds: dict) -> dict:
+    return build_results(_plan(), seeds, {"centerpoint": {"checkpoint": "cp.pt", "mAP": 0.6, "NDS": 0.55}})
+
+
+def test_results_document_and_markdown():
+    doc = _doc(
+        {
+            "bevdet-none": {0: metrics(0.2, 0.30), 1: metrics(0.3, 0.40)},
+            "bevdet-centerpoint": {0: metrics(0.3, 0.40), 1: metrics(0.4, 0.50), 2: metrics(0.5, 0.60)},
+            "bevdet-mvp": {0: metrics(0.1, 0.2)},
+        }
+    )
+    cp = doc["cells"]["bevdet-centerpoint"]
+    assert cp["stats"]["mAP"] == {"mean": pytest.approx(0.4), "std": pytest.approx(0.1), "n": 3}
+    assert cp["gain"]["mAP"]["mean"] == pytest.approx(0.15)
+    assert cp["gain"]["mAP"]["spread"] == pytest.approx(0.0763763, abs=1e-7)
+    assert doc["cells"]["bevdet-none"]["gain"] is None
+    assert doc["cells"]["bevdet-mvp"]["gain"]["mAP"]["spread"] is None
+    assert doc["cells"]["bevdet4d-centerpoint-layers_H"]["seeds"] == {}
+    md = results_markdown(doc)
+    assert "| bevdet | CenterPoint | 3 | 0.400 ± 0.100 | 0.500 ± 0.100 |" in md
+    assert "| +0.150 ± 0.076 | +0.150 ± 0.076 |" in md
+    assert "| bevdet | MVP | 1 | 0.100 | 0.200 |" in md  # one seed: no ± yet
+    assert "| CenterPoint | `cp.pt` | 0.600 | 0.550 |" in md
+    assert "## Ablation: which layers are distilled (bevdet4d, CenterPoint teacher)" in md
+    claims = "\n".join(check_claims(doc))
+    assert "bevdet-centerpoint: mAP +0.150 ± 0.076 above the spread" in claims
+    assert "bevdet: MVP 0.100 < CenterPoint 0.400 mAP" in claims
+    assert "not every row finished" in claims
+
+
+def test_ablation_order_claim():
+    names = [
+        "bevdet4d-none",
+        "bevdet4d-centerpoint-layers_B0_B1_B2_H",
+        "bevdet4d-centerpoint-layers_H",
+        "bevdet4d-centerpoint-layers_B2_H",
+        "bevdet4d-centerpoint-components_fgbg_att_scale",
+    ]
+    plan = _plan(("bevdet4d",))
+    seeds = {n: {0: metrics(0.1 * (i + 1), 0.3)} for i, n in enumerate(names)}
+    holds = [
+        c for c in check_claims(build_results(plan, seeds, {})) if c.startswith("Ablation: which layers")
+    ]
+    assert holds and "holds" in holds[0] and "NOT" not in holds[0]
+    seeds[names[1]] = {0: metrics(0.9, 0.3)}  # B0 + B1 + B2 + H best: not the paper's order
+    broken = [
+        c for c in check_claims(build_results(plan, seeds, {})) if c.startswith("Ablation: which layers")
+    ]
+    assert "does NOT hold" in broken[0] and broken[0].endswith("B0 + B1 + B2 + H 0.900")
+
+
+def test_merge_of_plans_split_by_cell():
+    a = _doc({"bevdet-none": {0: metrics(0.2, 0.3), 1: metrics(0.3, 0.4)}})
+    b = _doc({"bevdet-centerpoint": {0: metrics(0.3, 0.4), 1: metrics(0.4, 0.5), 2: metrics(0.5, 0.6)}})
+    merged = merge_results([a, b], ["a", "b"])
+    g = merged["cells"]["bevdet-centerpoint"]["gain"]["mAP"]
+    assert g["mean"] == pytest.approx(0.15) and g["spread"] == pytest.approx(0.0763763, abs=1e-7)
+    assert merge_results([a, a], ["a", "a2"])["cells"]["bevdet-none"]["stats"]["mAP"]["n"] == 2  # same seeds
+    clash = _doc({"bevdet-none": {1: metrics(0.9, 0.9)}})
+    with pytest.raises(ValueError, match="bevdet-none seed 1 is in both a and c"):
+        merge_results([a, clash], ["a", "c"])
+    other = dict(b, scale="full")
+    with pytest.raises(ValueError, match="not one plan"):
+        merge_results([a, other], ["a", "b"])
