@@ -17,12 +17,12 @@ def _conv_bn_relu(c_in: int, c_out: int) -> nn.Sequential:
 
 
 def build_adapter(
-    student_channels: int, teacher_channels: int, scale_factor: int, align_corners: bool = False
+    student_channels: int, teacher_channels: int, scale_factor: int, align_corners: bool = True
 ) -> nn.Module:
     """Adapter for one layer: ``(B, C_S, h, w) -> (B, C_T, h * scale_factor, w * scale_factor)``.
 
     ``scale_factor`` = teacher size / student size (an integer >= 1). ``align_corners`` is that of the
-    bilinear upsampling (the released code used True; see ``DistillConfig.align_corners``).
+    bilinear upsampling (True, the default, is the released code; see ``DistillConfig.align_corners``).
     """
     if student_channels < 1 or teacher_channels < 1:
         raise ValueError(

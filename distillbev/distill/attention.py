@@ -7,6 +7,8 @@ channel-averaged signed features through a learnable 3x3 conv.
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 from torch import nn
 
@@ -40,17 +42,21 @@ def combined_attention(
     return (p_t + student_ratio * p_s) / (1.0 + student_ratio)
 
 
-def build_attention_conv() -> nn.Conv2d:
+def build_attention_conv(init: Literal["default", "identity"] = "default") -> nn.Conv2d:
     """The learnable 1->1 channel 3x3 conv (padding 1, bias) of the attention-imitation term.
 
-    Initialised to the identity (centre tap 1, bias 0), so that at initialisation the term is a plain
-    L1 between channel means and vanishes when the adapted student equals the teacher.
+    ``init="default"`` keeps PyTorch's Conv2d initialisation (the released code); ``"identity"`` sets
+    the centre tap to 1 and the bias to 0, so that at initialisation the term is a plain L1 between
+    channel means and vanishes when the adapted student equals the teacher.
     """
+    if init not in ("default", "identity"):
+        raise ValueError(f"build_attention_conv: init must be 'default' or 'identity', got {init!r}")
     conv = nn.Conv2d(1, 1, kernel_size=3, padding=1, bias=True)
-    with torch.no_grad():
-        conv.weight.zero_()
-        conv.weight[0, 0, 1, 1] = 1.0
-        conv.bias.zero_()
+    if init == "identity":
+        with torch.no_grad():
+            conv.weight.zero_()
+            conv.weight[0, 0, 1, 1] = 1.0
+            conv.bias.zero_()
     return conv
 
 

@@ -69,12 +69,15 @@ class DistillConfig:
     # "hard": binary box mask (released). "gaussian": inside each box a 2D Gaussian of the box-normalised
     # coordinates (sigma = half the half-extent, 0.135 at an edge midpoint); support stays the hard box.
     foreground_mode: Literal["hard", "gaussian"] = "hard"
-    # Point of a cell tested against the boxes. "center" is the clean choice (and the released BEVFormer
-    # code); the released CNN-student code used the lower-left "corner" (a half-cell shift).
-    cell_point: Literal["corner", "center"] = "center"
-    # Bilinear upsampling of coarse student stages in the adapters. The released code used True, which on
-    # cell-centred grids stretches geometry by up to ~1.2 m at the border; False keeps cells aligned.
-    align_corners: bool = False
+    # Point of a cell tested against the boxes: the lower-left "corner" (the released CNN-student code,
+    # default) or the "center" (the released BEVFormer code; no half-cell shift against the boxes).
+    cell_point: Literal["corner", "center"] = "corner"
+    # Bilinear upsampling of coarse student stages in the adapters. True is the released code (default);
+    # on cell-centred grids it stretches geometry by up to ~1.2 m at the border, False keeps cells aligned.
+    align_corners: bool = True
+    # Initial weights of the learnable 3x3 attention-imitation conv: "default" = PyTorch's Conv2d init
+    # (the released code), "identity" = centre tap 1, bias 0 (the term starts as a plain L1 of means).
+    attention_conv_init: Literal["default", "identity"] = "default"
     # Linear ramp of all distillation terms over the first warmup_steps optimiser steps (0 = none,
     # as released). Factor = min(1, step / warmup_steps).
     warmup_steps: int = 0

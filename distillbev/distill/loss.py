@@ -89,7 +89,7 @@ class DistillLoss(nn.Module):
                 student_channels[layer], teacher_channels[layer], th // sh, align_corners=cfg.align_corners
             )
             if cfg.use_attention:
-                convs[layer] = build_attention_conv()
+                convs[layer] = build_attention_conv(cfg.attention_conv_init)
         self.adapters = nn.ModuleDict(adapters)
         self.attention_convs = nn.ModuleDict(convs)
 

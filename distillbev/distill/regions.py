@@ -46,7 +46,7 @@ def foreground_mask(
     gt_boxes: list[torch.Tensor],
     grid: BEVGrid,
     mode: Literal["hard", "gaussian"] = "hard",
-    cell_point: Literal["corner", "center"] = "center",
+    cell_point: Literal["corner", "center"] = "corner",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Rasterise rotated GT boxes in BEV (boxes flattened to ``(x, y, l, w, yaw)``).
 
@@ -58,7 +58,8 @@ def foreground_mask(
         grid: the BEV grid of the map the mask is for.
         mode: ``"hard"`` (1 inside a box) or ``"gaussian"`` (``exp(-(u^2+v^2)/(2 sigma^2))`` of the
             box-normalised coordinates ``u, v in [-1, 1]`` of the winning box; 0 outside every box).
-        cell_point: which point of a cell is tested, ``"corner"`` (lower-left) or ``"center"``.
+        cell_point: which point of a cell is tested, ``"corner"`` (lower-left; the released code) or
+            ``"center"``.
 
     Returns:
         ``mask`` ``(B, H, W)`` float and ``box_index`` ``(B, H, W)`` long (-1 outside every box).

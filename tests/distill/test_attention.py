@@ -61,7 +61,7 @@ def test_attention_imitation_term():
     torch.manual_seed(0)
     t = torch.randn(2, 8, 16, 16, requires_grad=True)
     s = torch.randn(2, 8, 16, 16, requires_grad=True)
-    conv = build_attention_conv()
+    conv = build_attention_conv("identity")
     # identity-initialised conv: a plain L1 between signed channel means, divided by the batch size
     expected = (t.mean(1) - s.mean(1)).abs().sum() / 2
     loss = attention_imitation_loss(t, s, conv)
@@ -71,3 +71,19 @@ def test_attention_imitation_term():
     assert t.grad is None
     assert s.grad is not None and s.grad.abs().sum() > 0
     assert conv.weight.grad is not None and conv.bias.grad is not None
+
+
+def test_attention_conv_default_init_is_pytorchs():
+    """``default`` (the released code) is Conv2d's own initialisation: the same draw for the same seed,
+    not the identity; ``identity`` is centre tap 1, bias 0; anything else is refused."""
+    torch.manual_seed(3)
+    conv = build_attention_conv()
+    torch.manual_seed(3)
+    plain = torch.nn.Conv2d(1, 1, kernel_size=3, padding=1, bias=True)
+    assert torch.equal(conv.weight, plain.weight) and torch.equal(conv.bias, plain.bias)
+    ident = build_attention_conv("identity")
+    expected = torch.zeros(1, 1, 3, 3)
+    expected[0, 0, 1, 1] = 1.0
+    assert torch.equal(ident.weight, expected) and torch.equal(ident.bias, torch.zeros(1))
+    with pytest.raises(ValueError, match="identity"):
+        build_attention_conv("zeros")

@@ -67,14 +67,18 @@ def inputs(seed=0, b=2):
     return student, teacher, boxes[:b], t_score, gt_score
 
 
-def reference_terms(cfg, g, t, boxes, t_score, gt_score, grid):
-    """Slow per-cell float64 reference of method.md §4-§7 for one layer (identity attention conv)."""
+def reference_terms(cfg, g, t, boxes, t_score, gt_score, grid, conv=None):
+    """Slow per-cell float64 reference of method.md §4-§7 for one layer; ``conv`` is the layer's 3x3
+    attention conv (zero padding), applied here tap by tap."""
     g, t = g.detach().double().numpy(), t.detach().double().numpy()
     n_b, n_c, n_h, n_w = t.shape
+    kernel = conv.weight.detach().double().numpy()[0, 0] if conv is not None else np.zeros((3, 3))
+    bias = conv.bias.detach().double().item() if conv is not None else 0.0
     tau, r = cfg.attention_temperature, cfg.attention_student_ratio
     off = 0.5 if cfg.cell_point == "center" else 0.0
     terms = {"fg": 0.0, "bg": 0.0, "fp": 0.0, "plain": 0.0, "att": 0.0}
     for b in range(n_b):
+        s_mean = np.pad(g[b].mean(0), 1)  # (H + 2, W + 2), zero padding
 
         def spatial(f):
             a = np.abs(f).mean(0) / tau
@@ -126,7 +130,8 @@ def reference_terms(cfg, g, t, boxes, t_score, gt_score, grid):
                         (sq * q).sum() if cfg.fp_channel_attention or cfg.use_channel_attention else sq.sum()
                     )
                     terms["fp"] += cfg.w_fp * e_fp * (1 / n_fp if cfg.use_scaling else 1) * p[i, j] / n_b
-                terms["att"] += cfg.w_att * abs(t[b, :, i, j].mean() - g[b, :, i, j].mean()) / n_b
+                conv_g = (kernel * s_mean[i : i + 3, j : j + 3]).sum() + bias
+                terms["att"] += cfg.w_att * abs(t[b, :, i, j].mean() - conv_g) / n_b
     return terms
 
 
@@ -137,7 +142,9 @@ REFERENCE_CASES = [
         use_channel_attention=True,
         attention_student_ratio=0.0,
         foreground_mode="gaussian",
-        cell_point="corner",
+        cell_point="center",
+        align_corners=False,
+        attention_conv_init="identity",
         w_fg=0.1,
         w_bg=0.2,
         w_fp=0.3,
@@ -161,7 +168,8 @@ def test_matches_slow_per_cell_reference(cfg):
     student, teacher, boxes, t_score, gt_score = inputs()
     out = loss(student, teacher, boxes, t_score, gt_score)
     g = loss.adapters["H"](student["H"])
-    ref = reference_terms(cfg, g, teacher["H"], boxes, t_score, gt_score, GRID)
+    conv = loss.attention_convs["H"] if cfg.use_attention else None
+    ref = reference_terms(cfg, g, teacher["H"], boxes, t_score, gt_score, GRID, conv)
     expected_names = (
         ({"fg", "bg"} if cfg.use_region_split else {"plain"})
         | ({"fp"} if cfg.use_false_positive_region else set())
@@ -176,7 +184,9 @@ def test_matches_slow_per_cell_reference(cfg):
 
 def test_zero_when_adapted_student_equals_teacher_and_grows_with_difference():
     torch.manual_seed(0)
-    cfg = DistillConfig()  # B1 (upsampling adapter), B2, H with every component
+    # B1 (upsampling adapter), B2, H with every component; the identity attention conv, since a randomly
+    # initialised one (the default) leaves an L1 term even when the maps are equal
+    cfg = DistillConfig(attention_conv_init="identity")
     loss = make_loss(cfg)
     student, _, boxes, t_score, gt_score = inputs()
     with torch.no_grad():
@@ -332,7 +342,29 @@ def test_presets_state_every_value_of_their_ablation_row(name):
     ) == (layers, split, att, scale, fp)
     # the weights are the released ones in every row, so rows differ only in their switch
     assert (cfg.w_fg, cfg.w_bg, cfg.w_fp, cfg.w_att) == (6e-3, 4e-2, 6e-2, 2.5e-3)
+    # and the geometry and init are the released code's, as the defaults are
+    assert (cfg.cell_point, cfg.align_corners, cfg.attention_conv_init) == ("corner", True, "default")
     assert sorted(p.stem for p in PRESETS.glob("*.yaml")) == sorted(PRESET_ROWS)
+
+
+def test_defaults_are_the_released_geometry_and_the_old_ones_are_options():
+    """Cell corners, align_corners=True and PyTorch's conv init by default; the former choices (cell
+    centres, align_corners=False, identity conv) are each one switch away and reach the modules."""
+    cfg = DistillConfig()
+    assert (cfg.cell_point, cfg.align_corners, cfg.attention_conv_init) == ("corner", True, "default")
+    old = replace(cfg, cell_point="center", align_corners=False, attention_conv_init="identity")
+    for c, corners, identity in ((cfg, True, False), (old, False, True)):
+        loss = make_loss(c)
+        assert loss.adapters["B1"][0].align_corners is corners  # the x4 upsampling of B1
+        weight = loss.attention_convs["H"].weight
+        assert (weight[0, 0, 1, 1].item() == 1.0 and weight.abs().sum().item() == 1.0) is identity
+    # the cell point reaches the FG mask: a 0.4 m box centred on the corner shared by cells (7..8, 7..8)
+    # holds the lower-left corner of cell (8, 8) and no cell centre
+    boxes = [torch.tensor([box(0.0, 0.0, 0.4, 0.4)])]
+    for c, cells in ((cfg, 1), (old, 0)):
+        h_only = replace(c, layers=("H",), use_false_positive_region=False)
+        fg = make_loss(h_only).regions("H", boxes, None, None).fg
+        assert int(fg.sum()) == cells and (cells == 0 or fg[0, 8, 8] == 1)
 
 
 def test_config_validation_names_the_field():

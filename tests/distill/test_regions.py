@@ -94,7 +94,7 @@ def test_rotated_boxes_match_point_in_polygon(cell_point):
 def test_overlapping_boxes_lowest_index_wins():
     a = box(-0.4, 0.8, 4.0, 1.6)  # columns 5..9, rows 8..9
     b = box(2.0, 0.8, 4.0, 1.6)  # columns 8..12, rows 8..9
-    _, index = foreground_mask([torch.tensor([a, b]), torch.tensor([b, a])], GRID)
+    _, index = foreground_mask([torch.tensor([a, b]), torch.tensor([b, a])], GRID, "hard", "center")
     assert (index[0, 8:10, 5:10] == 0).all() and (index[0, 8:10, 10:13] == 1).all()
     assert (index[1, 8:10, 8:13] == 0).all() and (index[1, 8:10, 5:8] == 1).all()
     assert int((index >= 0).sum()) == 2 * 16
@@ -114,13 +114,16 @@ def test_gaussian_mode_values_and_support():
 
 
 def test_empty_sample_and_batch():
-    mask, index = foreground_mask([torch.zeros(0, 9), torch.tensor([box(-0.4, 0.8, 4.0, 1.6)])], GRID)
+    mask, index = foreground_mask(
+        [torch.zeros(0, 9), torch.tensor([box(-0.4, 0.8, 4.0, 1.6)])], GRID, "hard", "center"
+    )
     assert mask.shape == (2, 16, 16) and mask[0].sum() == 0 and (index[0] == -1).all()
     assert mask[1].sum() == 10
 
 
 def test_false_positive_region():
-    fg, _ = foreground_mask([torch.tensor([box(-0.4, 0.8, 4.0, 1.6)])], GRID)  # rows 8..9, cols 5..9
+    car = torch.tensor([box(-0.4, 0.8, 4.0, 1.6)])
+    fg, _ = foreground_mask([car], GRID, "hard", "center")  # rows 8..9, cols 5..9
     gt = torch.zeros(1, 1, 16, 16)
     gt[0, 0, 7:11, 4:11] = 0.5  # Gaussian-like GT blob around the box
     teacher = torch.full((1, 1, 16, 16), 1e-4)
@@ -155,7 +158,7 @@ def test_false_positive_resolution_reconciliation():
 
 
 def test_background_is_the_complement():
-    fg, _ = foreground_mask([torch.tensor([box(-0.4, 0.8, 4.0, 1.6)])], GRID, "gaussian")
+    fg, _ = foreground_mask([torch.tensor([box(-0.4, 0.8, 4.0, 1.6)])], GRID, "gaussian", "center")
     fp = torch.zeros(1, 16, 16)
     fp[0, 0:2, 0:3] = 1
     bg = background_mask(fg, fp)

@@ -21,7 +21,7 @@ def test_object_scales_follow_inverse_sqrt_of_area_in_cells():
     cone = box(-4.4, -4.4, 0.4, 0.4)  # 0.16 m^2 = 0.25 cells -> 2.0; centred on the centre of cell (2, 2)
     bus = box(2.0, -4.0, 6.4, 3.2, 0.3)  # 20.48 m^2 = 32 cells -> 1/sqrt(32)
     boxes = [torch.tensor([car, cone, bus])]
-    _, index = foreground_mask(boxes, GRID)
+    _, index = foreground_mask(boxes, GRID, "hard", "center")
     scale = foreground_scale(index, boxes, GRID)
     assert torch.allclose(scale[0, 8:10, 5:10], torch.full((2, 5), 1 / math.sqrt(10)))
     assert scale[0, 2, 2].item() == pytest.approx(2.0)
@@ -30,7 +30,7 @@ def test_object_scales_follow_inverse_sqrt_of_area_in_cells():
     assert (scale[0][index[0] < 0] == 0).all()
     # the same objects on a grid twice as coarse: n is 4x smaller, the scale 2x larger
     coarse = GRID.scaled(2)
-    _, index2 = foreground_mask(boxes, coarse)
+    _, index2 = foreground_mask(boxes, coarse, "hard", "center")
     scale2 = foreground_scale(index2, boxes, coarse)
     assert int((index2[0] == 2).sum()) >= 5
     assert torch.allclose(scale2[0][index2[0] == 2], torch.tensor(2 / math.sqrt(32)))
@@ -40,7 +40,7 @@ def test_overlap_uses_lowest_index_scale():
     small = box(-0.4, 0.8, 4.0, 1.6)
     big = box(0.0, 0.8, 6.4, 3.2)
     boxes = [torch.tensor([small, big])]
-    _, index = foreground_mask(boxes, GRID)
+    _, index = foreground_mask(boxes, GRID, "hard", "center")
     scale = foreground_scale(index, boxes, GRID)
     assert scale[0, 8, 7].item() == pytest.approx(1 / math.sqrt(10))  # in both: the first box's scale
     assert scale[0, 7, 7].item() == pytest.approx(1 / math.sqrt(32))  # only in the big one
@@ -48,7 +48,7 @@ def test_overlap_uses_lowest_index_scale():
 
 def test_background_and_fp_scales_sum_to_one():
     boxes = [torch.tensor([box(-0.4, 0.8, 4.0, 1.6)]), torch.zeros(0, 9)]
-    fg, _ = foreground_mask(boxes, GRID)
+    fg, _ = foreground_mask(boxes, GRID, "hard", "center")
     fp = torch.zeros(2, 16, 16)
     fp[0, 0:3, 0:3] = 1
     fp[1, 5, 5] = 1
