@@ -63,9 +63,11 @@ def save_checkpoint(
     scheduler: Any = None,
     extra_modules: dict[str, nn.Module] | None = None,
     metrics: dict[str, Any] | None = None,
+    scaler: torch.amp.GradScaler | None = None,
 ) -> None:
     """Atomically write a checkpoint. ``extra_modules`` (e.g. distillation adapters) are saved apart
-    from the model so that a distilled checkpoint loads into the plain student."""
+    from the model so that a distilled checkpoint loads into the plain student; ``scaler`` is fp16's
+    loss scale (None when off), restored on resume."""
     blob = {
         "format": FORMAT,
         "kind": model_kind(cfg),
@@ -78,6 +80,7 @@ def save_checkpoint(
         "extra_modules": {k: m.state_dict() for k, m in (extra_modules or {}).items()},
         "optimizer": optimizer.state_dict() if optimizer is not None else None,
         "scheduler": scheduler.state_dict() if scheduler is not None else None,
+        "scaler": scaler.state_dict() if scaler is not None and scaler.is_enabled() else None,
         "rng": rng_state(),
         "metrics": metrics or {},
     }

@@ -47,11 +47,20 @@ def device_for(info: DistInfo) -> torch.device:
 
 
 def wrap(model: nn.Module, info: DistInfo) -> nn.Module:
-    """Wrap in DistributedDataParallel (with SyncBatchNorm) when running on several processes."""
+    """Wrap in DistributedDataParallel when running on several processes (else return ``model``).
+
+    Pass one module holding every trained parameter (``loop.Trainable``: student + adapters). On GPUs
+    BatchNorm becomes SyncBatchNorm (statistics over the global batch; converted in place, so the
+    caller's references to submodules stay valid). On CPU (gloo) torch has no SyncBatchNorm: each
+    process normalises with its own batch's statistics, and DDP broadcasts rank 0's running
+    statistics before every forward.
+    """
     if info.world_size <= 1:
         return model
-    model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    ids = [info.local_rank] if torch.cuda.is_available() else None
+    ids = None
+    if torch.cuda.is_available():
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        ids = [info.local_rank]
     return nn.parallel.DistributedDataParallel(model, device_ids=ids, find_unused_parameters=True)
 
 
