@@ -64,6 +64,22 @@ class CBGSDataset(Subset):
     def __init__(self, dataset: Dataset, indices: Sequence[int], num_source: int):
         super().__init__(dataset, [int(i) for i in indices])
         self.num_source = num_source  # samples CBGS drew from (before resampling)
+        seen: dict[int, int] = {}
+        self.repeat = []  # how many times each entry's sample appeared before it in the list
+        for i in self.indices:
+            self.repeat.append(seen.get(i, 0))
+            seen[i] = seen.get(i, 0) + 1
+
+    def __getitem__(self, j: int):
+        """The ``j``-th sample of the epoch; a sample drawn several times gets its own augmentation
+        draw each time (``NuScenesDataset.read``'s ``draw``: its rank among the repeats)."""
+        if hasattr(self.dataset, "read"):
+            return self.dataset.read(self.indices[j], self.repeat[j])
+        return self.dataset[self.indices[j]]
+
+    def __getitems__(self, indices: list[int]) -> list:
+        """What the DataLoader's batched fetch calls: the same samples as ``__getitem__``."""
+        return [self[j] for j in indices]
 
     def set_epoch(self, epoch: int) -> None:
         """Forward to the wrapped dataset (a new augmentation draw per epoch)."""

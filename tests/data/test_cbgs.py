@@ -170,3 +170,20 @@ def test_cbgs_off_and_val_loaders_are_unchanged(smoke_world, capsys):
     assert type(val) is NuScenesDataset and val.split == smoke_world.val_split
     assert len(val) == len(val.records)
     assert "CBGS" not in capsys.readouterr().out
+
+
+def test_repeated_samples_get_their_own_augmentation(smoke_world):
+    """A sample drawn twice by CBGS is augmented differently each time; draw 0 is the sample's own."""
+    from distillbev.data.cbgs import CBGSDataset
+    from distillbev.data.config import ReaderConfig
+    from distillbev.data.nuscenes import NuScenesDataset
+
+    reader = ReaderConfig(load_images=False, load_prev=False)
+    ds = NuScenesDataset(
+        smoke_world.dataroot, smoke_world.version, smoke_world.train_split, reader, train=True
+    )
+    wrapped = CBGSDataset(ds, [0, 1, 0], num_source=2)
+    assert wrapped.repeat == [0, 0, 1]
+    first, again = wrapped[0], wrapped[2]
+    np.testing.assert_array_equal(first.bev_aug, ds[0].bev_aug)  # first draw = the plain reader's
+    assert not np.allclose(first.bev_aug, again.bev_aug)
