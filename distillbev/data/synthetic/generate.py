@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import time
+from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -35,14 +36,22 @@ def _map_png() -> np.ndarray:
 
 
 def generate_world(
-    cfg: WorldConfig, out_dir: str | Path, seed: int = 0, progress: bool = False, overwrite: bool = False
+    cfg: WorldConfig,
+    out_dir: str | Path,
+    seed: int = 0,
+    progress: bool = False,
+    overwrite: bool = False,
+    scenes: Sequence[int] | None = None,
 ) -> dict[str, Any]:
     """Generate the world of ``cfg`` and ``seed`` into ``out_dir``.
 
     Written into a temporary folder beside ``out_dir`` and renamed at the end, so a crash or an
     interruption never leaves a half-written dataset (nor the temporary folder). A non-empty ``out_dir``
     is refused unless ``overwrite``, and even then unless it is a dataset or run folder (``io.output_kind``).
-    ``seed`` must be >= 0. Returns a summary: scenes, samples, annotations, bytes (and megabytes) on
+    ``seed`` must be >= 0. ``scenes`` writes only those scene indices (each scene is a pure function of
+    ``cfg``, ``seed`` and its index, so they equal the full world's; the splits keep the full world's
+    rule: the last ``num_val_scenes`` indices are val), e.g. the val split alone. Returns a summary:
+    scenes, samples, annotations, bytes (and megabytes) on
     disk, seconds.
     """
     out_dir = Path(out_dir)
@@ -56,11 +65,14 @@ def generate_world(
 
     def _progress(si: int) -> None:
         if progress:
-            print(f"  scene {si + 1}/{cfg.num_scenes} ({time.time() - start:.0f} s)", flush=True)
+            print(f"  scene {si + 1}/{len(scenes)} ({time.time() - start:.0f} s)", flush=True)
 
     with atomic_path(out_dir) as root:
         root.mkdir()
-        scenes = list(range(cfg.num_scenes))
+        wanted = list(range(cfg.num_scenes)) if scenes is None else sorted(set(scenes))
+        if not wanted or min(wanted) < 0 or max(wanted) >= cfg.num_scenes:
+            raise ValueError(f"scenes {scenes} must be indices in 0..{cfg.num_scenes - 1}")
+        scenes = wanted
         parts: list[dict[str, list[dict]]] = []
         if cfg.workers > 1:
             # "spawn": a parent that already runs threads (torch, OpenMP) cannot fork safely.
@@ -99,13 +111,17 @@ def generate_world(
         tables.mkdir()
         for name in TABLES:
             (tables / f"{name}.json").write_text(json.dumps(rows[name], indent=0))
-        names = [r["name"] for r in rows["scene"]]
-        splits = {cfg.train_split: names[: -cfg.num_val_scenes], cfg.val_split: names[-cfg.num_val_scenes :]}
+        names = [r["name"] for r in rows["scene"]]  # in scene-index order
+        first_val = cfg.num_scenes - cfg.num_val_scenes
+        splits = {
+            cfg.train_split: [n for n, si in zip(names, scenes, strict=True) if si < first_val],
+            cfg.val_split: [n for n, si in zip(names, scenes, strict=True) if si >= first_val],
+        }
         (tables / "splits.json").write_text(json.dumps(splits, indent=1))
         dump_config(cfg, root / "world_config.yaml")
         size = sum(f.stat().st_size for f in root.rglob("*") if f.is_file())
     return {
-        "scenes": cfg.num_scenes,
+        "scenes": len(scenes),
         "samples": len(rows["sample"]),
         "annotations": len(rows["sample_annotation"]),
         "bytes": size,
