@@ -42,6 +42,47 @@ class BEVAugConfig:
 
 
 @dataclass(frozen=True)
+class GTPasteGroups:
+    """Per class, how many objects of it a training sample should hold after GT-paste (CenterPoint's
+    ``sample_groups``): ``max(0, N - objects of the class already in the sample)`` are drawn. Defaults
+    are the tiny scale's (the small world holds 1-6 objects of a class per sample); the full presets
+    state CenterPoint's nuScenes values (car 2, truck 3, construction_vehicle 7, bus 4, trailer 6,
+    barrier 2, motorcycle 6, bicycle 6, pedestrian 2, traffic_cone 2)."""
+
+    car: int = 2
+    truck: int = 2
+    construction_vehicle: int = 2
+    bus: int = 2
+    trailer: int = 2
+    barrier: int = 2
+    motorcycle: int = 2
+    bicycle: int = 2
+    pedestrian: int = 2
+    traffic_cone: int = 2
+
+    def __post_init__(self) -> None:
+        for name, value in vars(self).items():
+            if value < 0:
+                raise ValueError(f"sample_groups.{name} must be >= 0, got {value}")
+
+
+@dataclass(frozen=True)
+class GTPasteConfig:
+    """GT-paste (object sampling, SECOND/CenterPoint's database sampler) for the LiDAR teachers' training
+    samples (``distillbev/data/gt_paste.py``): objects of other training samples, each with its points,
+    pasted where they were in their own LiDAR frame, before the BEV augmentation. Teachers only: camera
+    images cannot show pasted objects, so a reader that loads images refuses it."""
+
+    enabled: bool = False
+    sample_groups: GTPasteGroups = field(default_factory=GTPasteGroups)
+    min_points: int = 5  # database objects with fewer points (key frame + sweeps) are never pasted
+
+    def __post_init__(self) -> None:
+        if self.min_points < 1:
+            raise ValueError(f"min_points must be >= 1, got {self.min_points}")
+
+
+@dataclass(frozen=True)
 class ReaderConfig:
     """What each sample holds."""
 
@@ -60,6 +101,7 @@ class ReaderConfig:
     bev: BEVAugConfig = field(default_factory=BEVAugConfig)
     virtual_points: bool = False  # append MVP virtual/painted points (17-d points); set by MVP runs
     load_masks: bool = False  # per-pixel class maps from <dataroot>/masks (image pretraining only)
+    gt_paste: GTPasteConfig = field(default_factory=GTPasteConfig)  # train split, teachers only
 
     def __post_init__(self) -> None:
         if len(self.point_range) != 6:

@@ -3,8 +3,9 @@
 Per sample: the 6 images (augmented, normalised) with intrinsics, camera->LiDAR and post_rot/post_tran;
 the key-frame LiDAR plus previous sweeps in the key LiDAR frame with a time-lag channel; the previous
 key frame's images lifted into the current LiDAR frame (temporal students); GT boxes in the LiDAR
-frame; per-camera depth targets from the key-frame LiDAR (before the BEV augmentation). Everything 3D
-then goes through the same BEV augmentation (architectures §10, method §9.2).
+frame; per-camera depth targets from the key-frame LiDAR (before the BEV augmentation); for a LiDAR
+teacher's training samples, GT-paste objects (``data/gt_paste.py``, ``data.reader.gt_paste``).
+Everything 3D then goes through the same BEV augmentation (architectures §10, method §9.2).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from distillbev.data.augment import (
 from distillbev.data.config import ReaderConfig
 from distillbev.data.depth import depth_map
 from distillbev.data.geometry import invert_rigid
+from distillbev.data.gt_paste import GTDatabase, load_database, paste_objects
 from distillbev.data.index import SampleIndex, SampleRecord, load_index
 from distillbev.data.masks import MASKS_DIR, class_map, mask_paths, read_instance_masks
 
@@ -161,6 +163,15 @@ class NuScenesDataset(Dataset):
 
             self._mvp = mvp if mvp is not None else MVPConfig()
             self._mask_source = build_mask_source(self._mvp, self.root)
+        self._gt_db: GTDatabase | None = None
+        if train and cfg.gt_paste.enabled:  # the database holds this (training) split's objects only
+            if cfg.load_images:
+                raise ValueError(
+                    "data.reader.gt_paste.enabled: GT-paste is for the LiDAR teachers only; a reader that "
+                    "loads images (a camera student) cannot show pasted objects in them"
+                )
+            extra = repr(self._mvp) if cfg.virtual_points else ""
+            self._gt_db = load_database(self.records, self.root, cfg, self.source_points, extra)
 
     def __len__(self) -> int:
         return len(self.records)
@@ -209,6 +220,17 @@ class NuScenesDataset(Dataset):
             out.append(warp_labels(class_map(masks), aug))
         return np.stack(out)
 
+    def _paste_rng(self, i: int, draw: int = 0) -> np.random.Generator:
+        """The GT-paste stream of sample ``i`` (independent of the image and BEV streams of ``_rngs``)."""
+        return np.random.default_rng([self.seed, self.epoch, i] + ([draw] if draw else []) + [2])
+
+    def source_points(self, rec: SampleRecord) -> np.ndarray:
+        """A record's un-augmented input points as a sample reads them (the GT database's source)."""
+        g2l = invert_rigid(rec.lidar2global)
+        intrinsics = np.stack([cam.intrinsics for cam in rec.cameras])  # (N, 3, 3)
+        cam2lidar = np.stack([g2l @ cam.cam2global for cam in rec.cameras])  # (N, 4, 4)
+        return self.points(rec, intrinsics, cam2lidar)[0]
+
     def points(
         self, rec: SampleRecord, intrinsics: np.ndarray, cam2lidar: np.ndarray
     ) -> tuple[np.ndarray, int]:
@@ -251,6 +273,10 @@ class NuScenesDataset(Dataset):
 
         keep = rec.num_points > 0 if self.cfg.drop_empty_boxes else np.ones(len(rec.boxes), dtype=bool)
         boxes, labels, vel_ok = rec.boxes[keep], rec.labels[keep], rec.velocity_valid[keep]
+        if self._gt_db is not None:  # teachers only (no images), before the BEV augmentation
+            rng = self._paste_rng(i)
+            pasted = paste_objects(points, boxes, labels, vel_ok, self._gt_db, self.cfg.gt_paste, rng)
+            points, boxes, labels, vel_ok = pasted.points, pasted.boxes, pasted.labels, pasted.velocity_valid
 
         prev_images = prev_c2l = None
         prev_dt, has_prev = 0.0, False

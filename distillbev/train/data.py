@@ -29,10 +29,16 @@ def make_dataset(cfg: RunConfig, train: bool) -> torch.utils.data.Dataset:
 
 
 def reader_for_run(cfg: RunConfig):
-    """The reader config a run needs: teachers read no images; MVP runs add virtual points."""
+    """The reader config a run needs: teachers read no images; MVP runs add virtual points. GT-paste is
+    refused for students: their images cannot show the pasted objects."""
     from dataclasses import replace
 
     reader = cfg.data.reader
+    if reader.gt_paste.enabled and not cfg.is_teacher:
+        raise ConfigError(
+            "data.reader.gt_paste.enabled: GT-paste is for the LiDAR teachers only; a camera student's "
+            "images cannot show pasted objects (set it false)"
+        )
     if cfg.model == "mvp":
         reader = replace(reader, virtual_points=True)
     if cfg.is_teacher:
