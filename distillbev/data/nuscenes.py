@@ -184,12 +184,14 @@ class NuScenesDataset(Dataset):
         """Change the augmentation draw (called by the training loop each epoch)."""
         self.epoch = epoch
 
-    def _rngs(self, i: int) -> tuple[np.random.Generator | None, np.random.Generator | None]:
-        """Independent image and BEV augmentation streams of sample ``i`` (None: no augmentation)."""
+    def _rngs(self, i: int, draw: int = 0) -> tuple[np.random.Generator | None, np.random.Generator | None]:
+        """Independent image and BEV augmentation streams of sample ``i`` (None: no augmentation);
+        ``draw`` > 0 gives a repeated sample (CBGS) draws of its own."""
         if not self.train:
             return None, None
-        img = np.random.default_rng([self.seed, self.epoch, i, 0]) if self.cfg.image_aug else None
-        bev = np.random.default_rng([self.seed, self.epoch, i, 1]) if self.cfg.bev_aug else None
+        key = [self.seed, self.epoch, i] + ([draw] if draw else [])
+        img = np.random.default_rng([*key, 0]) if self.cfg.image_aug else None
+        bev = np.random.default_rng([*key, 1]) if self.cfg.bev_aug else None
         return img, bev
 
     def _images(self, rec: SampleRecord, augs: list[ImageAug]) -> np.ndarray | None:
@@ -247,8 +249,12 @@ class NuScenesDataset(Dataset):
         return points, num_key
 
     def __getitem__(self, i: int) -> Sample:
+        return self.read(i)
+
+    def read(self, i: int, draw: int = 0) -> Sample:
+        """Sample ``i`` with augmentation draw ``draw`` (0 = the sample's own; see ``_rngs``)."""
         rec = self.records[i]
-        img_rng, bev_rng = self._rngs(i)
+        img_rng, bev_rng = self._rngs(i, draw)
         g2l = invert_rigid(rec.lidar2global)
         augs = [image_affine(cam.size, self.cfg.image, img_rng) for cam in rec.cameras]
         post = [post_matrices(a) for a in augs]
@@ -274,7 +280,7 @@ class NuScenesDataset(Dataset):
         keep = rec.num_points > 0 if self.cfg.drop_empty_boxes else np.ones(len(rec.boxes), dtype=bool)
         boxes, labels, vel_ok = rec.boxes[keep], rec.labels[keep], rec.velocity_valid[keep]
         if self._gt_db is not None:  # teachers only (no images), before the BEV augmentation
-            rng = self._paste_rng(i)
+            rng = self._paste_rng(i, draw)
             pasted = paste_objects(points, boxes, labels, vel_ok, self._gt_db, self.cfg.gt_paste, rng)
             points, boxes, labels, vel_ok = pasted.points, pasted.boxes, pasted.labels, pasted.velocity_valid
 
