@@ -53,8 +53,8 @@ def test_smoke_demo_end_to_end_then_reused(tmp_path):
     first = runner.invoke(app, ["demo", "--scale", "smoke", "--workdir", str(tmp_path)])
     assert first.exit_code == 0, first.output
     summary = (tmp_path / "summary.md").read_text()
-    for row in ("CenterPoint (teacher)", "BEVDepth (baseline)", "BEVDepth + DistillBEV", "gain", "Stage times"):
-        assert row in summary
+    rows = ("CenterPoint (teacher)", "BEVDepth (baseline)", "BEVDepth + DistillBEV", "gain", "Stage times")
+    assert all(row in summary for row in rows)
     for stage in ("teacher", "student", "distilled"):
         blob = json.loads((tmp_path / stage / "stage.json").read_text())
         assert set(blob["metrics"]) >= {"mAP", "NDS"}

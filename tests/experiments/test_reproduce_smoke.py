@@ -5,33 +5,19 @@ from __future__ import annotations
 
 import json
 
+from smoke_sizes import STUDENT_SMOKE
 from typer.testing import CliRunner
 
 from distillbev.cli import app
 
-# The smoke-size student of tests/train/test_training.py, one step of 2 samples, 2 val samples.
+# The smoke-size student (configs/scale/smoke.yaml), one step of 2 samples, 2 val samples.
 SMOKE = [
     "optim.epochs=1",
     "optim.batch_size=2",
     "data.max_train_samples=2",
     "data.max_val_samples=2",
     "log_every_steps=1",
-    "student.image_size=[32, 96]",
-    "data.reader.image.final_size=[32, 96]",
-    "student.depth_bins=[1.0, 61.0, 7.5]",
-    "student.context_channels=8",
-    "student.bev_cell=3.2",
-    "student.tiny_widths=[8, 8, 16, 16]",
-    "student.tiny_blocks=[1, 1, 1, 1]",
-    "student.image_pretrained=",
-    "student.tiny_stem_width=8",
-    "student.neck_channels=16",
-    "student.bev_channels=[8, 16, 32]",
-    "student.fpn_channels=16",
-    "student.fpn_mid_channels=16",
-    "student.depthnet_mid_channels=8",
-    "student.head.share_channels=16",
-    "student.head.head_channels=16",
+    *STUDENT_SMOKE,
 ]
 
 

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from smoke_sizes import STUDENT_SMOKE, TEACHER_SMOKE
 
 import distillbev.train.loop as loop
 from distillbev.config import ConfigError, load_config
@@ -16,35 +17,7 @@ from distillbev.train.run import head_source, run_training
 ROOT = Path(__file__).resolve().parents[2]
 TEACHER = ROOT / "configs/teacher/centerpoint_pillar.yaml"
 STUDENT = ROOT / "configs/student/bevdet.yaml"
-TEACHER_SMOKE = [
-    "teacher.pillar_size=3.2",
-    "teacher.fpn_stride=1",
-    "teacher.backbone_strides=[1, 2, 2]",
-    "teacher.pfn_channels=16",
-    "teacher.backbone_channels=[8, 16, 32]",
-    "teacher.fpn_channels=[16, 16, 16]",
-    "teacher.head.share_channels=16",
-    "teacher.head.head_channels=16",
-]
 # Student FPN 8 wide vs the teacher's 3 x 16: the shared convs differ, the task branches fit.
-STUDENT_SMOKE = [
-    "student.image_size=[32, 96]",
-    "data.reader.image.final_size=[32, 96]",
-    "student.depth_bins=[1.0, 61.0, 7.5]",
-    "student.context_channels=8",
-    "student.bev_cell=3.2",
-    "student.tiny_widths=[8, 8, 16, 16]",
-    "student.tiny_blocks=[1, 1, 1, 1]",
-    "student.image_pretrained=",
-    "student.tiny_stem_width=8",
-    "student.neck_channels=16",
-    "student.bev_channels=[8, 16, 32]",
-    "student.fpn_channels=8",
-    "student.fpn_mid_channels=16",
-    "student.depthnet_mid_channels=8",
-    "student.head.share_channels=16",
-    "student.head.head_channels=16",
-]
 RUN_SMOKE = ["optim.epochs=1", "optim.batch_size=1", "data.max_train_samples=1", "data.max_val_samples=1"]
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from smoke_sizes import STUDENT_SMOKE
 from torch.utils.data import DataLoader
 
 from distillbev.config import load_config
@@ -34,25 +35,6 @@ ROOT = Path(__file__).resolve().parents[2]
 STUDENT = ROOT / "configs/student/bevdet.yaml"
 PRETRAIN = ROOT / "configs/pretrain/tiny.yaml"
 #: A smoke-scale student (as tests/train/test_training.py) that starts from random weights.
-STUDENT_SMOKE = [
-    "student.image_pretrained=",
-    "student.image_size=[32, 96]",
-    "data.reader.image.final_size=[32, 96]",
-    "student.depth_bins=[1.0, 61.0, 7.5]",
-    "student.context_channels=8",
-    "student.bev_cell=3.2",
-    "student.tiny_widths=[8, 8, 16, 16]",
-    "student.tiny_blocks=[1, 1, 1, 1]",
-    "student.image_pretrained=",
-    "student.tiny_stem_width=8",
-    "student.neck_channels=16",
-    "student.bev_channels=[8, 16, 32]",
-    "student.fpn_channels=16",
-    "student.fpn_mid_channels=16",
-    "student.depthnet_mid_channels=8",
-    "student.head.share_channels=16",
-    "student.head.head_channels=16",
-]
 PRETRAIN_SMOKE = [
     "seed=3",
     "pretrain.epochs=1",

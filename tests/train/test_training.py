@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from smoke_sizes import STUDENT_SMOKE, TEACHER_SMOKE
 
 from distillbev.config import load_config
 from distillbev.models import build_model
@@ -20,34 +21,6 @@ SMOKE = [
     "data.max_train_samples=4",
     "data.max_val_samples=2",
     "log_every_steps=1",
-]
-TEACHER_SMOKE = [
-    "teacher.pillar_size=3.2",
-    "teacher.fpn_stride=1",
-    "teacher.backbone_strides=[1, 2, 2]",
-    "teacher.pfn_channels=16",
-    "teacher.backbone_channels=[8, 16, 32]",
-    "teacher.fpn_channels=[16, 16, 16]",
-    "teacher.head.share_channels=16",
-    "teacher.head.head_channels=16",
-]
-STUDENT_SMOKE = [
-    "student.image_size=[32, 96]",
-    "data.reader.image.final_size=[32, 96]",
-    "student.depth_bins=[1.0, 61.0, 7.5]",
-    "student.context_channels=8",
-    "student.bev_cell=3.2",
-    "student.tiny_widths=[8, 8, 16, 16]",
-    "student.tiny_blocks=[1, 1, 1, 1]",
-    "student.image_pretrained=",
-    "student.tiny_stem_width=8",
-    "student.neck_channels=16",
-    "student.bev_channels=[8, 16, 32]",
-    "student.fpn_channels=16",
-    "student.fpn_mid_channels=16",
-    "student.depthnet_mid_channels=8",
-    "student.head.share_channels=16",
-    "student.head.head_channels=16",
 ]
 
 
