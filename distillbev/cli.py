@@ -365,6 +365,9 @@ def demo(
     jobs: int = typer.Option(
         2, help="2: baseline and distilled student side by side (one core each); 1: in turn."
     ),
+    student: str = typer.Option(
+        "bevdepth", help="Camera student: bevdet, bevdet4d, bevdepth, bevdepth4d, bevformer."
+    ),
 ) -> None:
     """The main job: synthetic world -> official metrics -> teacher -> image encoder -> baseline and
     distilled student -> the paper-style table."""
@@ -380,6 +383,7 @@ def demo(
             from_scratch,
             epochs,
             jobs,
+            student=student,
         )
         run_demo(plan)
     except (ConfigError, FileNotFoundError, ValueError, KeyError, RuntimeError) as e:

@@ -33,7 +33,14 @@ SHIPPED = {
     "pretrain": ROOT / "checkpoints" / "image_encoder_small.pt",
 }
 TEACHER_CFG = ROOT / "configs" / "teacher" / "centerpoint_pillar.yaml"
-STUDENT_CFG = ROOT / "configs" / "student" / "bevdepth.yaml"
+#: The students the demo can train (their tiny presets under configs/student/) and their display names.
+STUDENTS = {
+    "bevdet": "BEVDet",
+    "bevdet4d": "BEVDet4D",
+    "bevdepth": "BEVDepth",
+    "bevdepth4d": "BEVDepth4D",
+    "bevformer": "BEVFormer",
+}
 DISTILL_CFG = ROOT / "configs" / "distill" / "full.yaml"
 PRETRAIN_CFG = ROOT / "configs" / "pretrain" / "tiny.yaml"
 _STEP = re.compile(r"(?:step |\| *)(\d+)/(\d+)")  # the loop's "step N/M" lines and tqdm's "| N/M" bars
@@ -51,6 +58,7 @@ class DemoPlan:
     from_scratch: bool = False
     epochs: int = 0  # students' epochs (0 = the preset's)
     jobs: int = 2  # student and distilled student side by side (2) or one after the other (1)
+    student: str = "bevdepth"  # which camera student (STUDENTS)
     times: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -59,6 +67,8 @@ class DemoPlan:
         unknown = [s for s in self.stages if s not in STAGES]
         if unknown:
             raise ConfigError(f"unknown demo stage {unknown[0]!r}; stages are {', '.join(STAGES)}")
+        if self.student not in STUDENTS:
+            raise ConfigError(f"demo --student {self.student!r}: valid students are {', '.join(STUDENTS)}")
         if self.jobs not in (1, 2):
             raise ConfigError(f"demo --jobs must be 1 or 2, got {self.jobs}")
         if self.epochs < 0:
@@ -68,6 +78,10 @@ class DemoPlan:
     @property
     def world(self) -> Path:
         return self.workdir / f"data-{SCALES[self.scale][0]}"
+
+    @property
+    def student_cfg(self) -> Path:
+        return ROOT / "configs" / "student" / f"{self.student}.yaml"
 
     @property
     def scale_files(self) -> list[Path]:
@@ -256,7 +270,7 @@ def stage_pretrain(plan: DemoPlan) -> Path:
         print(f"pretrain: the shipped {shipped.name} (--from-scratch pretrains it)")
         return shipped
     folder = plan.workdir / "pretrain"
-    files = [STUDENT_CFG, PRETRAIN_CFG, *plan.scale_files]
+    files = [plan.student_cfg, PRETRAIN_CFG, *plan.scale_files]
     overrides = [f"data.dataroot={plan.world}", f"seed={plan.seed}", "threads=2"]
     key = stage_key(*files, *overrides)
     ckpt = folder / "run" / "image_encoder.pt"
@@ -286,8 +300,8 @@ def stage_students(plan: DemoPlan, encoder: Path | None) -> dict[str, dict[str, 
     todo: dict[str, list[str]] = {}
     keys, results = {}, {}
     runs = {
-        "student": ([STUDENT_CFG, *plan.scale_files], None),
-        "distilled": ([STUDENT_CFG, DISTILL_CFG, *plan.scale_files], "distill"),
+        "student": ([plan.student_cfg, *plan.scale_files], None),
+        "distilled": ([plan.student_cfg, DISTILL_CFG, *plan.scale_files], "distill"),
     }
     for name, (files, needs) in runs.items():
         if (name == "student" and "student" not in plan.stages) or (
@@ -314,7 +328,10 @@ def stage_students(plan: DemoPlan, encoder: Path | None) -> dict[str, dict[str, 
 
 
 def paper_table(
-    teacher: dict[str, Any] | None, student: dict[str, Any] | None, distilled: dict[str, Any] | None
+    teacher: dict[str, Any] | None,
+    student: dict[str, Any] | None,
+    distilled: dict[str, Any] | None,
+    student_name: str = "BEVDepth",
 ) -> str:
     """The paper-style table: teacher, baseline and distilled student, and the gain (markdown)."""
     keys = ("mAP", "NDS", "mATE", "mASE", "mAOE", "mAVE", "mAAE")
@@ -325,8 +342,8 @@ def paper_table(
 
     lines = ["| model | input | " + " | ".join(keys) + " |", "|---|---|" + "---:|" * len(keys)]
     lines.append(row("CenterPoint (teacher)", "LiDAR", teacher))
-    lines.append(row("BEVDepth (baseline)", "camera", student))
-    lines.append(row("BEVDepth + DistillBEV", "camera", distilled))
+    lines.append(row(f"{student_name} (baseline)", "camera", student))
+    lines.append(row(f"{student_name} + DistillBEV", "camera", distilled))
     if student and distilled:
         gain = [f"{distilled[k] - student[k]:+.3f}" for k in keys]
         lines.append("| gain | | " + " | ".join(gain) + " |")
@@ -359,7 +376,7 @@ def run_demo(plan: DemoPlan) -> str:
         res = timed("students", stage_students, plan, encoder)
         student, distilled = res.get("student"), res.get("distilled")
     total = time.time() - start
-    table = paper_table(teacher, student, distilled)
+    table = paper_table(teacher, student, distilled, STUDENTS[plan.student])
     times = ", ".join(f"{k} {v / 60:.1f} min" for k, v in plan.times.items())
     text = (
         f"## distillbev demo ({plan.scale} scale, seed {plan.seed})\n\n{table}\n"

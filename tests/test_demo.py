@@ -65,3 +65,12 @@ def test_smoke_demo_end_to_end_then_reused(tmp_path):
     assert "student: reused" in second.output and "distilled: reused" in second.output
     assert "teacher: reused" in second.output and "gt-eval: reused" in second.output
     assert ckpt.stat().st_mtime == mtime  # not retrained
+
+
+def test_student_choice_names_the_rows(tmp_path):
+    plan = DemoPlan(tmp_path, student="bevformer")
+    assert plan.student_cfg.name == "bevformer.yaml" and plan.student_cfg.is_file()
+    with pytest.raises(ConfigError, match="valid students are"):
+        DemoPlan(tmp_path, student="pointpillars")
+    table = paper_table(None, {"mAP": 0.1}, None, "BEVFormer")
+    assert "| BEVFormer (baseline) | camera | 0.100 |" in table
