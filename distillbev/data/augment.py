@@ -1,4 +1,4 @@
-"""Image and BEV augmentation that keep cameras, LiDAR and boxes consistent (architectures §10).
+"""Image and BEV augmentation that keep cameras, LiDAR and boxes consistent.
 
 Image augmentation is an affine map of continuous pixel coordinates ``u' = A u + b`` (resize, crop,
 flip, rotate; pixel ``(i, j)`` covers ``[j, j+1) x [i, i+1)``) stored as ``post_rot`` (A in the top-left
@@ -45,7 +45,7 @@ def image_affine(src_hw: tuple[int, int], cfg: ImageAugConfig, rng: np.random.Ge
     """Draw (``rng`` given: train) or fix (``None``: test) one camera's augmentation, BEVDet style:
     r = W_out / W_src + U(jitter) (test: + offset); crop keeps the bottom rows, horizontal offset
     U(0, W_r - W_out) (test: centred); flip p = 0.5; rotation U(-a, a) degrees about the crop centre.
-    ``A = Rot Flip (r I)``, ``b = Rot (Flip (-crop) + flip_b) + c - Rot c`` (architectures §10.1)."""
+    ``A = Rot Flip (r I)``, ``b = Rot (Flip (-crop) + flip_b) + c - Rot c``."""
     h, w = src_hw
     fh, fw = cfg.final_size
     r = fw / w + (rng.uniform(*cfg.resize_jitter) if rng is not None else cfg.test_resize_offset)

@@ -1,4 +1,4 @@
-"""Per-camera depth targets from projected LiDAR (BEVDepth's supervision, architectures §8.2)."""
+"""Per-camera depth targets from projected LiDAR: BEVDepth's supervision (docs/method.md)."""
 
 from __future__ import annotations
 

@@ -5,7 +5,7 @@ the key-frame LiDAR plus previous sweeps in the key LiDAR frame with a time-lag 
 key frame's images lifted into the current LiDAR frame (temporal students); GT boxes in the LiDAR
 frame; per-camera depth targets from the key-frame LiDAR (before the BEV augmentation); for a LiDAR
 teacher's training samples, GT-paste objects (``data/gt_paste.py``, ``data.reader.gt_paste``).
-Everything 3D then goes through the same BEV augmentation (architectures §10, method §9.2).
+Everything 3D then goes through the same BEV augmentation, so a teacher and a student see the same scene.
 """
 
 from __future__ import annotations
@@ -267,7 +267,7 @@ class NuScenesDataset(Dataset):
 
         points, num_key = self.points(rec, intrinsics, cam2lidar)
         depth = None
-        if self.cfg.load_images:  # key frame only, before the BEV augmentation (architectures §8.2)
+        if self.cfg.load_images:  # key frame only, before the BEV augmentation (docs/method.md)
             key = points[:num_key]
             fh_fw = self.cfg.image.final_size
             depth = np.stack(
@@ -287,7 +287,7 @@ class NuScenesDataset(Dataset):
         prev_images = prev_c2l = None
         prev_dt, has_prev = 0.0, False
         if self.cfg.load_prev:
-            if rec.prev >= 0:  # the same image augmentation draw per camera (architectures §6.1)
+            if rec.prev >= 0:  # the same image augmentation draw per camera, as BEVDet4D
                 prev = self.records[rec.prev]
                 prev_images = self._images(prev, augs)
                 prev_c2l = np.stack([g2l @ cam.cam2global for cam in prev.cameras])

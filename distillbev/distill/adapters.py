@@ -1,4 +1,5 @@
-"""Student-side adapters that map a student BEV tap onto the teacher's channels and grid (method.md §3.5).
+"""Student-side adapters that map a student BEV tap onto the teacher's channels and grid (docs/method.md,
+Multi-scale imitation).
 
 - Same grid: a 1x1 conv with bias (``C_S -> C_T``), the pre-head layer H.
 - Student ``F`` times coarser (BEV-encoder stages): bilinear upsampling by ``F``, then three

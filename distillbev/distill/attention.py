@@ -1,4 +1,4 @@
-"""Spatial (and channel) attention of BEV maps, and the L1 attention-imitation term (method.md §6).
+"""Spatial (and channel) attention of BEV maps, and the L1 attention-imitation term (docs/method.md).
 
 Spatial attention ``P = HW * softmax_{ij}(mean_c |F| / tau)`` (mean 1 per sample) is a *weighting* of
 the imitation error: it is always detached. The attention-imitation term is a separate loss on

@@ -1,10 +1,10 @@
 """``DistillConfig``: every knob of DistillBEV's distillation loss, one switch per paper component.
 
-Defaults are the released BEVDepth4D recipe (method.md §4.4, §10, §11: the launch-script values, not
-the config-file values). The paper's two ablation tables are presets in ``configs/distill/``.
+Defaults are the released BEVDepth4D recipe (docs/method.md, The loss and its weights: the launch-script
+values, not the config-file values). The paper's two ablation tables are presets in ``configs/distill/``.
 
-Normalisation (method.md §7): per layer, with ``E = sum_c (G - F_T)^2`` the channel-summed squared
-error of the adapted student map ``G`` against the teacher map ``F_T``,
+Normalisation (docs/method.md, The loss and its weights): per layer, with ``E = sum_c (G - F_T)^2`` the
+channel-summed squared error of the adapted student map ``G`` against the teacher map ``F_T``,
 
 - ``kd_fg = w_fg / B * sum_{b,i,j} E * M_fg * S * P``  (S = 1/sqrt(n_k) inside box k)
 - ``kd_bg = w_bg / B * sum_{b,i,j} E * M_bg * S * P``  (S = 1/N_bg)
@@ -63,8 +63,9 @@ class DistillConfig:
     attention_student_ratio: float = 1.0
     # FGD-style teacher channel attention Q multiplied into the FG/BG terms (released: off).
     use_channel_attention: bool = False
-    # Released-code quirk (method.md §6, §11.5): the FP term multiplies by Q even when channel attention
-    # is off. True reproduces the released code; False gives a plain channel sum in the FP term too.
+    # As the released code (docs/method.md, Spatial attention): the FP term multiplies by Q even when
+    # channel attention is off. True reproduces the released code; False gives a plain channel sum in
+    # the FP term too.
     fp_channel_attention: bool = True
     # "hard": binary box mask (released). "gaussian": inside each box a 2D Gaussian of the box-normalised
     # coordinates (sigma = half the half-extent, 0.135 at an edge midpoint); support stays the hard box.

@@ -1,8 +1,8 @@
-"""``DistillLoss``: DistillBEV's feature-imitation loss over several BEV layers (method.md §7).
+"""``DistillLoss``: DistillBEV's feature-imitation loss over several BEV layers (docs/method.md, The loss).
 
 Per distilled layer the student tap goes through its adapter to the teacher's channels and grid, and the
-per-cell squared error against the (detached) teacher map is weighted by the region masks (§4), the
-adaptive scales (§5) and the spatial attention (§6); the L1 attention-imitation term is added. The module
+per-cell squared error against the (detached) teacher map is weighted by the region masks, the
+adaptive scales and the spatial attention; the L1 attention-imitation term is added. The module
 reads tensors only: it never imports model code, and the student never imports it.
 """
 

@@ -1,4 +1,4 @@
-"""Region decomposition of a BEV map (method.md §4): foreground, false positives, background.
+"""Region decomposition of a BEV map (docs/method.md): foreground, false positives, background.
 
 Cells are split like a confusion matrix of the teacher against the ground truth: cells inside GT boxes
 (TP and FN) are the **foreground**, cells where the teacher fires but no object exists are the
@@ -113,7 +113,7 @@ def false_positive_mask(
     fp_threshold: float = 0.1,
     gt_threshold: float = 0.1,
 ) -> torch.Tensor:
-    """Cells where the teacher fires but no object exists (dense, per cell; method.md §4.2).
+    """Cells where the teacher fires but no object exists (dense, per cell; docs/method.md).
 
     ``raw = (gt_score < gt_threshold) & (teacher_score > fp_threshold)`` at the score resolution, then
     brought to the layer resolution of ``fg_mask`` (max-pool when the scores are finer: a layer cell is

@@ -1,4 +1,4 @@
-"""Adaptive scaling (method.md §5): normalise each region so that no region dominates by its size.
+"""Adaptive scaling (docs/method.md): normalise each region so that no region dominates by its size.
 
 - inside GT box ``k``: ``1/sqrt(n_k)`` with ``n_k = l_k * w_k / cell^2`` the box's BEV area in cells,
   so an object's total weight grows like ``sqrt(n_k)`` (sub-linearly in its size);

@@ -1,4 +1,4 @@
-"""The two necks of the lift-splat students (architectures.md §5.2, §5.4).
+"""The two necks of the lift-splat students (docs/architectures.md, Camera students).
 
 ``FPNForBEVDet``: the image neck; two backbone levels (stride 16 and 32) -> one stride-16 map.
 ``FPN_LSS``: the BEV neck; BEV-encoder stages 0 and 2 -> the pre-head map "H" on the LSS grid.
@@ -37,7 +37,8 @@ class FPN_LSS(nn.Module):  # noqa: N801 - the reference's name
     two 3x3 ConvBNReLU to ``mid_channels``, upsample by ``final_scale`` back to the LSS grid, 3x3
     ConvBNReLU to ``out_channels``, 1x1 conv (bias), and with ``extra_norm_act`` BN + ReLU (DistillBEV).
 
-    Stage 1 is not used (quirk §15.7). ``final_scale`` = cumulative stride of stage 0 (1 = no upsampling).
+    Stage 1 is not used, as in the reference BEVDet (only stages 0 and 2 reach the neck). ``final_scale``
+    = cumulative stride of stage 0 (1 = no upsampling).
     """
 
     def __init__(

@@ -1,4 +1,4 @@
-"""ResNet image backbones with torchvision's parameter names (architectures.md §5.2, §13.2).
+"""ResNet image backbones with torchvision's parameter names (docs/architectures.md, Camera students).
 
 ``resnet18/34/50/101`` build the ImageNet ResNets (v1.5: stride on the 3x3 conv of a Bottleneck) and
 ``tiny_resnet`` a narrow BasicBlock ResNet for the CPU presets. Parameter and buffer names are exactly

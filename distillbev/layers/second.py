@@ -1,4 +1,4 @@
-"""SECOND dense 2D backbone and SECONDFPN neck of the pillar teachers (architectures §3.3).
+"""SECOND dense 2D backbone and SECONDFPN neck of the pillar teachers (docs/architectures.md).
 
 All convolutions are bias-free and followed by BatchNorm (eps 1e-3, momentum 0.01) and ReLU.
 """

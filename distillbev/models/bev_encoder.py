@@ -1,9 +1,9 @@
-"""``ResNetForBEVDet``: the BEV encoder of the lift-splat students (architectures.md §5.4, §6.1, §8.1).
+"""``ResNetForBEVDet``: the BEV encoder of the lift-splat students (docs/architectures.md).
 
 Stages of BasicBlocks; the first block of every stage carries the stage's stride and uses a **plain
-3x3 conv with bias and no BatchNorm** as its shortcut, even when the shape does not change (quirk
-§15.6). The same module is the 4D "pre-process" (one stage of 2 blocks at stride 1) and BEVDepth's
-``extra_depthnet`` (one stage of 3 blocks at stride 1).
+3x3 conv with bias and no BatchNorm** as its shortcut, even when the shape does not change, as
+the reference BEVDet does. The same module is the 4D "pre-process" (one stage of 2 blocks at stride 1)
+and BEVDepth's ``extra_depthnet`` (one stage of 3 blocks at stride 1).
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ class ResNetForBEVDet(nn.Module):
         for cout, stride, n in zip(channels, strides, blocks, strict=True):
             if n < 1 or stride < 1:
                 raise ValueError(f"ResNetForBEVDet: blocks and strides must be >= 1, got {n} and {stride}")
-            shortcut = nn.Conv2d(cin, cout, 3, stride=stride, padding=1)  # bias, no BN (quirk §15.6)
+            shortcut = nn.Conv2d(cin, cout, 3, stride=stride, padding=1)  # bias, no BN (the reference's)
             layers = [BasicBlock(cin, cout, stride, shortcut)] + [
                 BasicBlock(cout, cout) for _ in range(n - 1)
             ]

@@ -1,10 +1,11 @@
-"""BEVDepth / BEVDepth4D: BEVDet + a camera-aware depth net supervised by LiDAR depth (architectures.md §8).
+"""BEVDepth / BEVDepth4D: BEVDet + a camera-aware depth net supervised by LiDAR depth (docs/method.md,
+Depth supervision).
 
-Depth net (§8.1): context = 1x1 conv; depth branch = 1x1 conv to ``mid`` gated channel-wise by
+Depth net: context = 1x1 conv; depth branch = 1x1 conv to ``mid`` gated channel-wise by
 ``sigmoid(Linear(BN1d(camera vector)))``, ``ResNetForBEVDet`` blocks, a 3x3 conv (a grid_sample
-modulated deformable conv with ``deform=True``, else a plain conv: documented deviation of §12.4) + BN,
-1x1 conv to ``D`` logits. Depth targets (§8.2) and loss (§8.3) are below; the loss normalisation is
-the reference's mean over all ``B*N*D*h*w`` elements by default (quirk §15.5).
+modulated deformable conv with ``deform=True``, else a plain conv, a deviation from the reference's
+DCNv2) + BN, 1x1 conv to ``D`` logits. Depth targets and loss are below; the loss normalisation is the
+reference's mean over all ``B*N*D*h*w`` elements by default.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ CAMERA_VECTOR_DIM = 33
 
 
 def camera_vector(cams: CameraGeometry) -> torch.Tensor:
-    """``(B*N, 33)``: K, post_rot, post_tran, R, t per camera (R, t include the BEV augmentation, §15.10)."""
+    """``(B*N, 33)``: K, post_rot, post_tran, R, t per camera (R, t include the BEV augmentation)."""
     b, n = cams.intrinsics.shape[:2]
     parts = [
         cams.intrinsics.reshape(b, n, 9),
@@ -129,11 +130,11 @@ def depth_loss(
 ) -> torch.Tensor:
     """Binary cross-entropy of per-bin probabilities (B*N, D, h, w) against one-hot target bins.
 
-    ``prob="sigmoid"``: each bin's ``sigmoid(logit)``, independent of the others (BEVDet's reference,
-    architectures §15.5); ``"softmax"``: the softmax over bins, i.e. the distribution the lift uses
-    (Megvii's BEVDepth). Target bin = ``floor((d - d_min) / d_step)``; only cells with a return (d > 0)
-    contribute. ``norm="all"``: divided by all ``B*N*D*h*w`` elements, masked ones included (reference,
-    §15.5); ``"valid"``: divided by ``D x`` the number of cells with a return.
+    ``prob="sigmoid"``: each bin's ``sigmoid(logit)``, independent of the others (BEVDet's reference);
+    ``"softmax"``: the softmax over bins, i.e. the distribution the lift uses (Megvii's BEVDepth). Target
+    bin = ``floor((d - d_min) / d_step)``; only cells with a return (d > 0) contribute. ``norm="all"``:
+    divided by all ``B*N*D*h*w`` elements, masked ones included (the reference); ``"valid"``: divided by
+    ``D x`` the number of cells with a return.
     """
     num_bins = logits.shape[1]
     valid = targets > 0  # (B*N, h, w)

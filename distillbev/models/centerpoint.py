@@ -1,10 +1,11 @@
-"""CenterPoint with pillars: the LiDAR teacher (architectures §3).
+"""CenterPoint with pillars: the LiDAR teacher (docs/architectures.md).
 
 points -> pillars (dynamic or hard) -> PillarFeatureNet -> canvas -> SECOND (3 stages = taps B0, B1, B2)
 -> SECONDFPN (tap H) -> CenterHead. The head grid is the point range at the SECONDFPN resolution,
 i.e. cells of ``pillar_size * fpn_stride`` metres.
 
-Defaults are the tiny CPU teacher "T-S32" (cpu-budget.md §5); the full-scale values of the paper's
+Defaults are the tiny CPU teacher's network (``configs/teacher/centerpoint_pillar.yaml`` states every
+value, with its head and sweep split); the full-scale values of the paper's
 0.2 m teacher are given in each field's comment.
 """
 

@@ -1,7 +1,7 @@
 """CenterHead training targets and losses: Gaussian radius, Gaussian heatmaps, regression targets, focal loss.
 
-Targets follow CenterPoint (architectures.md §2.2): per task group a class heatmap with a Gaussian at
-every object's centre cell, and at that cell a 10-vector
+Targets follow CenterPoint (docs/architectures.md, The shared head): per task group a class heatmap
+with a Gaussian at every object's centre cell, and at that cell a 10-vector
 ``(dx, dy, z, log l, log w, log h, sin yaw, cos yaw, vx, vy)`` where (dx, dy) is the sub-cell offset.
 Everything is computed for the whole batch at once (no Python loop over boxes or cells).
 """
@@ -37,8 +37,8 @@ def gaussian_radius(
     """CornerNet's Gaussian radius (cells, not floored) for a box footprint of ``length x width`` cells.
 
     The minimum of three quadratic roots, each divided by 2 rather than by 2a as CenterPoint does (the
-    "/2" quirk, architectures.md §2.2 and §15.1). Symmetric in length and width; works element-wise on
-    tensors or on floats.
+    reference's "/2", kept so that radii match the released teachers). Symmetric in length and width;
+    works element-wise on tensors or on floats.
     """
     sqrt = torch.sqrt if isinstance(length_cells, torch.Tensor) else math.sqrt
     lw, s = length_cells * width_cells, length_cells + width_cells

@@ -1,8 +1,9 @@
 """CenterHead: the CenterPoint detection head shared by the LiDAR teachers and the CNN camera students.
 
-Layers, targets, losses and decoding follow architectures.md §2: a shared 3x3 conv, then per task group
-a ``SeparateHead`` with one two-conv branch per output (heatmap, reg, height, dim, rot, vel). Teacher
-and student heads have identical task branches so the student's can be copied from the teacher.
+Layers, targets, losses and decoding follow CenterPoint (docs/architectures.md, The shared head): a
+shared 3x3 conv, then per task group a ``SeparateHead`` with one two-conv branch per output (heatmap,
+reg, height, dim, rot, vel). Teacher and student heads have identical task branches so the student's
+can be copied from the teacher.
 Boxes are ``(x, y, z_centre, l, w, h, yaw, vx, vy)`` in the key-frame LiDAR frame; velocity in m/s.
 """
 
@@ -70,7 +71,7 @@ SCALE_NMS_CIRCLE_CLASSES: frozenset[str] = frozenset({"barrier"})
 
 @dataclass(frozen=True)
 class HeadConfig:
-    """CenterHead hyper-parameters (architectures.md §2)."""
+    """CenterHead hyper-parameters (docs/architectures.md, The shared head)."""
 
     share_channels: int = 64  # shared 3x3 conv width
     head_channels: int = 64  # per-branch hidden width
@@ -209,7 +210,7 @@ class CenterHead(nn.Module):
         """Losses against prebuilt ``targets`` (lets distillation reuse the GT heatmaps).
 
         Per task: focal loss / max(1, #peak cells in the batch); box L1 weighted by mask x code weight,
-        divided by (#objects in the batch + 1e-4), times ``box_loss_weight`` (architectures.md §2.3, §15.9).
+        divided by (#objects in the batch + 1e-4), times ``box_loss_weight`` (CenterPoint's normalisation).
         """
         code_weights = torch.tensor(self.cfg.code_weights, device=targets.box_targets[0].device)
         heat_total, box_total = 0.0, 0.0

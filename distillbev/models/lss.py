@@ -1,4 +1,4 @@
-"""Lift-splat-shoot view transformer and its geometry (architectures.md §5.3, §6.1, §10).
+"""Lift-splat-shoot view transformer and its geometry (docs/architectures.md, Camera students).
 
 Camera convention (``distillbev.data.batch``): an augmented pixel is
 ``(u, v, 1) = post_rot @ (K @ p_cam / depth) + post_tran`` and ``p_lidar = cam2lidar @ p_cam``, with the
@@ -85,7 +85,7 @@ def create_frustum(
 ) -> torch.Tensor:
     """``(D, h, w, 3)`` frustum of ``(u, v, d)``: augmented-image pixel coordinates and depth (m).
 
-    Reference (quirk §15.4): ``u = linspace(0, W-1, w)``, ``v = linspace(0, H-1, h)``. With
+    The reference BEVDet: ``u = linspace(0, W-1, w)``, ``v = linspace(0, H-1, h)``. With
     ``cell_centers`` the pixel positions are the feature cells' centres ``(j + 0.5) * W / w - 0.5``.
     """
     (img_h, img_w), (h, w) = image_size, feature_size

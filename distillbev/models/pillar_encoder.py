@@ -1,4 +1,4 @@
-"""PillarFeatureNet: one PFN layer turning the points of each pillar into one vector (architectures §3.2).
+"""PillarFeatureNet: one PFN layer turning the points of each pillar into one vector (docs/architectures.md).
 
 Per point the network sees its raw features (x, y, z, intensity, time lag [, MVP channels]), its offset
 from the mean xyz of the points in its pillar (3) and the x, y offset from the pillar centre (2); then
@@ -16,7 +16,7 @@ weights that would let motion (velocity) and fine shape (heading) through.
 Two variants with the same weights:
 - dynamic (the released teacher): no caps, the max is a scatter-max (``ops.scatter_max``) straight into a
   zero canvas (valid because post-ReLU features are >= 0, so the zero of an empty cell never wins over
-  a real point), which makes the pillar scatter implicit (§12.1);
+  a real point), which makes the pillar scatter implicit;
 - hard (PointPillars): capped pillars from ``hard_voxelize``, reduced per pillar, then
   ``pillar_scatter``. Unlike mmdet3d, padding slots are excluded from the BN statistics and from the
   max, so both variants give the same canvas when no cap is hit.

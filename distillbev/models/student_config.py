@@ -44,7 +44,7 @@ class StudentConfig:
     depth_bins: tuple[float, float, float] = (1.0, 61.0, 1.875)  # (min, max, step) m: D = 32; full (1, 60, 1)
     context_channels: int = 32  # LSS context channels C; full 64
     depth_bin_centers: bool = False  # depth candidates at bin centres (False: lower edges, the reference)
-    frustum_cell_centers: bool = False  # quirk §15.4: False = linspace over the whole image (reference)
+    frustum_cell_centers: bool = False  # False: pixels by linspace over the image (reference)
     bev_range: tuple[float, float, float, float] = (-51.2, -51.2, 51.2, 51.2)  # x_min, y_min, x_max, y_max
     bev_cell: float = 1.6  # LSS grid = tap H = head grid cell; full 0.8
     bev_z_range: tuple[float, float] = (-10.0, 10.0)  # the single LSS height bin; BEVFormer: pillar span
@@ -60,8 +60,8 @@ class StudentConfig:
     depthnet_blocks: int = 3  # BEVDepth: BasicBlocks in the depth branch
     depth_dcn: bool = False  # BEVDepth: grid_sample DCNv2 (reference) instead of a plain 3x3 conv
     depth_loss_weight: float = 100.0  # BEVDepth
-    depth_loss_norm: Literal["all", "valid"] = "all"  # §15.5: mean over all elements / cells with a return
-    depth_loss_prob: Literal["sigmoid", "softmax"] = "sigmoid"  # §15.5: per-bin sigmoid / the lift's softmax
+    depth_loss_norm: Literal["all", "valid"] = "all"  # mean over all elements (reference) / valid cells
+    depth_loss_prob: Literal["sigmoid", "softmax"] = "sigmoid"  # per-bin sigmoid (reference) / lift's softmax
     head: HeadConfig = field(default_factory=_tiny_head)  # share/head channels 32; full 64
     # BEVFormer only: queries on a grid query_stride x coarser than the head grid (bev_cell), their BEV
     # upsampled to it and read by the BEV encoder + FPN_LSS above (taps B0, B1, B2, H).

@@ -1,4 +1,4 @@
-"""Lift-splat BEV pooling in pure PyTorch (architectures.md §5.3, §12.2).
+"""Lift-splat BEV pooling in pure PyTorch (the camera students' view transformer, docs/architectures.md).
 
 Every frustum point ``(b, n, d, y, x)`` with metric position inside the grid contributes
 ``depth[b, n, d, y, x] * context[b, n, y, x, :]`` to its BEV cell; cells sum their contributions.

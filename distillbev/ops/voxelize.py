@@ -1,4 +1,4 @@
-"""Points -> pillars in pure PyTorch (architectures §12.1): dynamic (no caps) and hard (capped).
+"""Points -> pillars in pure PyTorch (the teachers' input, docs/architectures.md): dynamic and hard (capped).
 
 A pillar grid covers ``point_range = (x_min, y_min, z_min, x_max, y_max, z_max)`` with square pillars
 of ``pillar_size`` metres and one pillar along z. A point belongs to pillar ``(iy, ix)`` with

@@ -1,12 +1,12 @@
-"""glibc allocator settings for CPU training (cpu-budget.md §0: "malloc tuning").
+"""glibc allocator settings for CPU training.
 
 A training step allocates and frees the same large tensors every step (the dynamic PFN's per-point
 features are ~100 MB). By default glibc serves each of them with a fresh ``mmap`` and returns it with
 ``munmap``, so every step pays the page faults of zero-filling them again. ``tune_malloc`` turns
 ``mmap`` off for the process (``M_MMAP_MAX = 0``) and stops the heap from shrinking
 (``M_TRIM_THRESHOLD``), so freed blocks are reused: the tiny teacher's step took 0.52 s instead of
-1.18 s (benchmarks/bench_malloc.py). The cost is that the process keeps its peak memory until it
-exits. It is the ``mallopt`` form of ``MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=...``.
+1.18 s (``benchmarks/train_step.py --malloc both``). The cost is that the process keeps its peak memory
+until it exits. It is the ``mallopt`` form of ``MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=...``.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Student-side adapters (method.md §3.5): 1x1 conv on the same grid, upsample + 3x(1x1 conv+BN+ReLU)."""
+"""Student-side adapters (docs/method.md): 1x1 conv on the same grid, upsample + 3x(1x1 conv+BN+ReLU)."""
 
 import pytest
 import torch

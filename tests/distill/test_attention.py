@@ -1,4 +1,4 @@
-"""Spatial / channel attention and the L1 attention-imitation term (method.md §6)."""
+"""Spatial / channel attention and the L1 attention-imitation term (docs/method.md, Spatial attention)."""
 
 import math
 

@@ -68,8 +68,8 @@ def inputs(seed=0, b=2):
 
 
 def reference_terms(cfg, g, t, boxes, t_score, gt_score, grid, conv=None):
-    """Slow per-cell float64 reference of method.md §4-§7 for one layer; ``conv`` is the layer's 3x3
-    attention conv (zero padding), applied here tap by tap."""
+    """Slow per-cell float64 reference of docs/method.md (regions to the loss) for one layer; ``conv`` is the
+    layer's 3x3 attention conv (zero padding), applied here tap by tap."""
     g, t = g.detach().double().numpy(), t.detach().double().numpy()
     n_b, n_c, n_h, n_w = t.shape
     kernel = conv.weight.detach().double().numpy()[0, 0] if conv is not None else np.zeros((3, 3))

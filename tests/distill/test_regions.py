@@ -1,4 +1,4 @@
-"""Region decomposition: box rasterisation, false-positive region, background (method.md §4)."""
+"""Region decomposition: box rasterisation, false-positive region, background (docs/method.md)."""
 
 import math
 

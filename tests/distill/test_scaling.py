@@ -1,4 +1,4 @@
-"""Adaptive scaling: 1/sqrt(n_k) inside boxes, 1/N_bg on background, 1/N_fp on FP cells (method.md §5)."""
+"""Adaptive scaling: 1/sqrt(n_k) inside boxes, 1/N_bg on background, 1/N_fp on FP cells (docs/method.md)."""
 
 import math
 

@@ -16,7 +16,7 @@ from distillbev.models.heads import HeadConfig
 from distillbev.models.mvp import MVP_POINT_FEATURES, build_mvp, to_mvp_layout
 from distillbev.structures import CLASS_NAMES
 
-# "smoke1" teacher (cpu-budget.md §5.3): 3.2 m pillars (32^2 canvas), PFN 16, BEV (8, 16, 32), strides
+# A smoke-scale teacher: 3.2 m pillars (32^2 canvas), PFN 16, BEV (8, 16, 32), strides
 # (1, 2, 2); FPN 8 per stage with the head at the canvas resolution (32^2).
 SMOKE = CenterPointConfig(
     pillar_size=3.2,
@@ -136,7 +136,7 @@ def test_full_scale_geometry_and_parameter_count():
     def count(m: torch.nn.Module) -> float:
         return sum(p.numel() for p in m.parameters()) / 1e6
 
-    # architectures §3.4 (measured on the reference): SECOND 4.2 M, SECONDFPN 0.18 M, total 6.0 M.
+    # Measured on the reference implementation: SECOND 4.2 M, SECONDFPN 0.18 M, total 6.0 M.
     assert count(model.backbone) == pytest.approx(4.2, abs=0.05)
     assert count(model.neck) == pytest.approx(0.18, abs=0.01)
     assert count(model) == pytest.approx(6.0, abs=0.1)

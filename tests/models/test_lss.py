@@ -57,7 +57,7 @@ def test_hand_computed_lift_without_augmentation():
 
 
 def _augment(r: float, crop: tuple[float, float], flip: bool, angle_deg: float, size: tuple[int, int]):
-    """The image augmentation of architectures.md §10.1 as a pixel function and as (post_rot, post_tran)."""
+    """The image augmentation of ``data/augment.py`` as a pixel function and as (post_rot, post_tran)."""
     h, w = size
     a = math.radians(angle_deg)
     rot = torch.tensor([[math.cos(a), math.sin(a)], [-math.sin(a), math.cos(a)]])

@@ -26,7 +26,7 @@ CAMERA_YAWS = (55.0, 0.0, -55.0, 110.0, 180.0, -110.0)
 
 
 def smoke_config(**changes) -> StudentConfig:
-    """cpu-budget.md "smoke1": 6 cams at 32x96, D=8, C=8, G=32, width 8, BEV (8,16,32) (1,2,2),
+    """A smoke-scale student: 6 cams at 32x96, D=8, C=8, G=32, width 8, BEV (8,16,32) (1,2,2),
     FPN 16, head 16."""
     cfg = StudentConfig(
         image_size=(32, 96),
@@ -226,7 +226,7 @@ def test_config_validation_and_yaml(tmp_path):
 
 
 def test_full_scale_shapes_and_parameter_counts():
-    """BEVDepth4D-R50 at 256x704 (architectures.md §7): shapes on the meta device, parameter split."""
+    """BEVDepth4D-R50 at 256x704 (docs/architectures.md): shapes on the meta device, parameter split."""
     cfg = StudentConfig(
         kind="bevdepth",
         temporal=True,
