@@ -27,9 +27,9 @@ from distillbev.config import load_config, to_dict
 from distillbev.export import OnnxStudent, example_inputs, export_student
 from distillbev.models import build_model
 from distillbev.models.lss import CameraGeometry, prev_to_current
+from distillbev.paths import ROOT
 from distillbev.train.config import RunConfig
 
-ROOT = Path(__file__).resolve().parent.parent
 STUDENTS = ("bevdet", "bevdepth", "bevdet4d", "bevdepth4d")
 
 

@@ -17,8 +17,7 @@ from pathlib import Path
 from distillbev.config import load_config
 from distillbev.data.synthetic.config import WorldConfig
 from distillbev.data.synthetic.generate import generate_world
-
-ROOT = Path(__file__).resolve().parent.parent
+from distillbev.paths import ROOT
 
 
 def main() -> None:

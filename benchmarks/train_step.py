@@ -23,7 +23,6 @@ import subprocess
 import sys
 import time
 from dataclasses import replace
-from pathlib import Path
 
 import torch
 
@@ -31,10 +30,9 @@ from distillbev.config import load_config
 from distillbev.data.batch import Batch
 from distillbev.distill.loss import DistillLoss
 from distillbev.models import build_model
+from distillbev.paths import ROOT
 from distillbev.train.config import RunConfig
 from distillbev.train.malloc import tune_malloc
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def fake_batch(cfg: RunConfig, b: int, n_points: int, device: str, point_features: int = 5) -> Batch:

@@ -16,12 +16,12 @@ from pathlib import Path
 import typer
 
 from distillbev.config import ConfigError
+from distillbev.paths import CONFIGS
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="DistillBEV in pure PyTorch.")
 viz_app = typer.Typer(no_args_is_help=True, help="Pictures: cameras, BEV, distillation masks.")
 app.add_typer(viz_app, name="viz")
 
-ROOT = Path(__file__).resolve().parent.parent
 PRESETS = ("smoke", "small", "medium")
 DEMO_STAGES = ("data", "gt-eval", "teacher", "pretrain", "student", "distill")
 #: What bad input or the environment raise (config, files, permissions, corrupt data, a diverged
@@ -45,7 +45,7 @@ def _user_errors() -> Iterator[None]:
 
 
 def _preset_file(kind: str, name: str) -> Path:
-    path = ROOT / "configs" / kind / f"{name}.yaml"
+    path = CONFIGS / kind / f"{name}.yaml"
     if not path.is_file():
         _fail(f"no {kind} preset {name!r} (looked for {path})")
     return path

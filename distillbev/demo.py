@@ -20,19 +20,19 @@ from pathlib import Path
 from typing import Any
 
 from distillbev.config import ConfigError
+from distillbev.paths import CHECKPOINTS, CONFIGS, ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 STAGES = ("data", "gt-eval", "teacher", "pretrain", "student", "distill")
 #: World preset and the extra config files of each model scale.
 SCALES: dict[str, tuple[str, list[Path]]] = {
     "tiny": ("small", []),
-    "smoke": ("smoke", [ROOT / "configs" / "scale" / "smoke.yaml"]),
+    "smoke": ("smoke", [CONFIGS / "scale" / "smoke.yaml"]),
 }
 SHIPPED = {
-    "teacher": ROOT / "checkpoints" / "centerpoint_small.pt",
-    "pretrain": ROOT / "checkpoints" / "image_encoder_small.pt",
+    "teacher": CHECKPOINTS / "centerpoint_small.pt",
+    "pretrain": CHECKPOINTS / "image_encoder_small.pt",
 }
-TEACHER_CFG = ROOT / "configs" / "teacher" / "centerpoint_pillar.yaml"
+TEACHER_CFG = CONFIGS / "teacher" / "centerpoint_pillar.yaml"
 #: The students the demo can train (their tiny presets under configs/student/) and their display names.
 STUDENTS = {
     "bevdet": "BEVDet",
@@ -41,8 +41,8 @@ STUDENTS = {
     "bevdepth4d": "BEVDepth4D",
     "bevformer": "BEVFormer",
 }
-DISTILL_CFG = ROOT / "configs" / "distill" / "full.yaml"
-PRETRAIN_CFG = ROOT / "configs" / "pretrain" / "tiny.yaml"
+DISTILL_CFG = CONFIGS / "distill" / "full.yaml"
+PRETRAIN_CFG = CONFIGS / "pretrain" / "tiny.yaml"
 _STEP = re.compile(r"(?:step |\| *)(\d+)/(\d+)")  # the loop's "step N/M" lines and tqdm's "| N/M" bars
 
 
@@ -81,7 +81,7 @@ class DemoPlan:
 
     @property
     def student_cfg(self) -> Path:
-        return ROOT / "configs" / "student" / f"{self.student}.yaml"
+        return CONFIGS / "student" / f"{self.student}.yaml"
 
     @property
     def scale_files(self) -> list[Path]:

@@ -7,8 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from distillbev.config import dump_config, load_config
-
-ROOT = Path(__file__).resolve().parent.parent
+from distillbev.paths import CONFIGS
 
 
 def resolve_dataset(dataroot: Path, version: str = "", split: str = "") -> tuple[str, str]:
@@ -139,7 +138,7 @@ def ensure_world(preset: str, out: Path, seed: int, overwrite: bool = False) -> 
     if (out / "world_config.yaml").is_file() and not overwrite:
         print(f"world already at {out}")
         return out
-    cfg = load_config(WorldConfig, [ROOT / "configs" / "data" / f"{preset}.yaml"])
+    cfg = load_config(WorldConfig, [CONFIGS / "data" / f"{preset}.yaml"])
     summary = generate_world(cfg, out, seed=seed, progress=True, overwrite=overwrite)
     print("generated:", " ".join(f"{k}={v}" for k, v in summary.items()))
     return out

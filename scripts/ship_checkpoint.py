@@ -19,9 +19,9 @@ from pathlib import Path
 
 import torch
 
+from distillbev.paths import ROOT
 from distillbev.train.checkpoint import read_checkpoint
 
-ROOT = Path(__file__).resolve().parent.parent
 HEADLINE = ("mAP", "NDS", "mATE", "mASE", "mAOE", "mAVE", "mAAE")
 
 

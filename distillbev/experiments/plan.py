@@ -16,9 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from distillbev.config import ConfigError, read_yaml, to_dict
+from distillbev.paths import CONFIGS
 
-ROOT = Path(__file__).resolve().parents[2]
-CONFIGS = ROOT / "configs"
 TEACHERS = ("centerpoint", "mvp")
 TEACHER_NAMES = {None: "none", "centerpoint": "CenterPoint", "mvp": "MVP"}
 PAPER_STUDENTS = ("bevdet", "bevdet4d", "bevdepth")

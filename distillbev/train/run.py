@@ -14,12 +14,11 @@ import torch
 from torch import nn
 
 from distillbev.config import ConfigError, dump_config, load_config
+from distillbev.paths import ROOT
 from distillbev.train.checkpoint import check_resume_config, load_model, load_state_strict, read_checkpoint
 from distillbev.train.config import RunConfig
 from distillbev.train.data import make_loader, steps_per_epoch
 from distillbev.train.inherit import inherit_head, inherited_line
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 @torch.no_grad()

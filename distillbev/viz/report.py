@@ -23,8 +23,8 @@ from typing import Any
 
 from distillbev.config import read_yaml
 from distillbev.io import write_text
+from distillbev.paths import ROOT
 
-ROOT = Path(__file__).resolve().parents[2]
 LOWER_IS_BETTER = ("mATE", "mASE", "mAOE", "mAVE", "mAAE")
 
 
