@@ -1,8 +1,8 @@
 """2D instance masks on disk: ``<folder>/<CAM>/<image stem>.png`` (ids) + ``.json`` (their classes).
 
 The synthetic world writes its oracle masks as ``<dataroot>/masks``; a user's 2D segmenter can write
-the same format. MVP paints points with them (``distillbev.models.mvp``) and image pretraining reads
-them as per-pixel class targets (``class_map``).
+the same format. MVP paints points with them (``distillbev.data.virtual_points``) and image pretraining
+reads them as per-pixel class targets (``class_map``).
 """
 
 from __future__ import annotations

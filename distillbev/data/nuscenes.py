@@ -159,7 +159,7 @@ class NuScenesDataset(Dataset):
         self._mvp = mvp
         self._mask_source = None
         if cfg.virtual_points:
-            from distillbev.models.mvp import MVPConfig, build_mask_source
+            from distillbev.data.virtual_points import MVPConfig, build_mask_source
 
             self._mvp = mvp if mvp is not None else MVPConfig()
             self._mask_source = build_mask_source(self._mvp, self.root)
@@ -240,7 +240,7 @@ class NuScenesDataset(Dataset):
         frame); returns the points and the number of leading key-frame rows."""
         points, num_key = load_points(self.root, rec, self.cfg)
         if self._mask_source is not None:
-            from distillbev.models.mvp import mvp_points_for_sample
+            from distillbev.data.virtual_points import mvp_points_for_sample
 
             files = [(cam.channel, cam.path) for cam in rec.cameras]
             points = mvp_points_for_sample(

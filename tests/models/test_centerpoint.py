@@ -11,9 +11,10 @@ import torch
 
 from distillbev.config import ConfigError, load_config
 from distillbev.data.batch import Batch
+from distillbev.data.virtual_points import MVP_POINT_FEATURES, to_mvp_layout
 from distillbev.models.centerpoint import CenterPointConfig, build_centerpoint
 from distillbev.models.heads import HeadConfig
-from distillbev.models.mvp import MVP_POINT_FEATURES, build_mvp, to_mvp_layout
+from distillbev.models.mvp import build_mvp
 from distillbev.structures import CLASS_NAMES
 
 # A smoke-scale teacher: 3.2 m pillars (32^2 canvas), PFN 16, BEV (8, 16, 32), strides

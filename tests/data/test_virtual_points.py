@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from distillbev.models.mvp import (
+from distillbev.data.virtual_points import (
     COL_ONE_HOT,
     COL_SCORE,
     COL_TIME_LAG,
