@@ -26,7 +26,8 @@ from train_step import fake_batch
 from distillbev.config import load_config, to_dict
 from distillbev.export import OnnxStudent, example_inputs, export_student
 from distillbev.models import build_model
-from distillbev.models.lss import CameraGeometry, prev_to_current
+from distillbev.models.lss import CameraGeometry
+from distillbev.models.temporal import prev_to_current
 from distillbev.paths import ROOT
 from distillbev.train.config import RunConfig
 

@@ -11,7 +11,7 @@ Inputs (batch 1, float32):
 - ``images`` (1, N, 3, H, W), normalised as ``Batch.images``;
 - temporal students also ``prev_images`` (1, N, 3, H, W), the previous key frame (the current one again
   when there is none), and ``prev_to_current`` (1, 4, 4), the rigid map from the previous LiDAR frame
-  to the current one (``lss.prev_to_current(batch.cam2lidar, batch.prev_cam2lidar)``; identity when
+  to the current one (``temporal.prev_to_current(batch.cam2lidar, batch.prev_cam2lidar)``; identity when
   there is no previous frame).
 Outputs: ``task{t}.{branch}`` per task group ``t`` and branch (``BRANCHES``), each (1, k, G_y, G_x);
 heatmaps are logits. The file's metadata (``read_metadata``) records the cameras and the sample they
@@ -99,7 +99,7 @@ class FixedCameraStudent(nn.Module):
         return self.splat(depth_logits.float().softmax(1), context.float())
 
     def warp(self, prev_bev: torch.Tensor, prev_to_current: torch.Tensor) -> torch.Tensor:
-        """``lss.warp_bev`` of ``prev_bev`` (1, C, G_y, G_x): each current cell centre reads the previous
+        """``temporal.warp_bev`` of ``prev_bev`` (1, C, G_y, G_x): each current cell centre reads the previous
         map at ``prev_to_current^-1`` of itself (bilinear, zeros outside, align_corners=True)."""
         grid = self.student.grid
         rot_t = prev_to_current[:, :3, :3].transpose(1, 2)  # (1, 3, 3): R^-1 of a rigid map
@@ -252,7 +252,7 @@ def export_checkpoint(
         meta["inputs"] |= {"prev_images": meta["inputs"]["images"], "prev_to_current": [1, 4, 4]}
     if dry_run:
         return meta
-    from distillbev.models.lss import prev_to_current
+    from distillbev.models.temporal import prev_to_current
 
     motion = prev_to_current(batch.cam2lidar, batch.prev_cam2lidar) if cfg.student.temporal else None
     inputs = example_inputs(student, batch.images, batch.prev_images, motion)

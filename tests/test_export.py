@@ -20,7 +20,7 @@ from distillbev.config import load_config
 from distillbev.data.collate import collate
 from distillbev.export import OnnxStudent, example_inputs, read_metadata
 from distillbev.models import build_model
-from distillbev.models.lss import prev_to_current
+from distillbev.models.temporal import prev_to_current
 from distillbev.train.checkpoint import save_checkpoint
 from distillbev.train.config import RunConfig
 from distillbev.train.data import make_dataset

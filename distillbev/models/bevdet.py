@@ -1,4 +1,4 @@
-"""Lift-splat camera students: BEVDet and BEVDet4D (architectures.md §5, §6, §7), and the student builder.
+"""Lift-splat camera students: BEVDet and BEVDet4D (docs/architectures.md, Camera students).
 
 images -> ResNet (strides 16 and 32, or 8 and 16) -> FPNForBEVDet (image_stride) -> depth net
 (depth + context) -> LSS lift-splat onto the BEV grid -> [4D: pre-process, previous frame warped,
@@ -6,8 +6,8 @@ detached, concat]
 -> ResNetForBEVDet (taps B0, B1, B2) -> FPN_LSS (tap H, on the LSS grid) -> CenterHead.
 
 BEVDepth (``distillbev.models.bevdepth``) only swaps the depth net and adds the depth loss. The head
-predicts velocity in m/s for every student (no displacement mode). Defaults of ``StudentConfig`` are
-the tiny CPU student "S-A" (cpu-budget.md §5); each field's comment gives the full-scale R50 value.
+predicts velocity in m/s for every student (no displacement mode). The modules are built by
+``distillbev.models.students.build_student`` from a ``StudentConfig``.
 """
 
 from __future__ import annotations
@@ -17,22 +17,18 @@ from torch import nn
 
 from distillbev.data.batch import Batch
 from distillbev.layers.fpn import FPN_LSS, FPNForBEVDet
-from distillbev.layers.resnet import ResNet, load_torchvision_weights, resnet, tiny_resnet
+from distillbev.layers.resnet import ResNet
 from distillbev.models.base import BEVDetector
 from distillbev.models.bev_encoder import ResNetForBEVDet
 from distillbev.models.heads import CenterHead
-from distillbev.models.image_aux import HEATMAP_BIAS, NUM_CLASSES, DenseHead, center_heatmaps, heatmap_loss
-from distillbev.models.image_pretrain import load_image_encoder
-from distillbev.models.lss import (
-    CameraGeometry,
-    DepthNet,
-    LSSViewTransformer,
-    prev_to_current,
-    warp_bev,
-)
+from distillbev.models.image_aux import DenseHead, center_heatmaps, heatmap_loss
+from distillbev.models.image_encoder import build_image_backbone, build_image_encoder
+from distillbev.models.lss import CameraGeometry, LSSViewTransformer
 from distillbev.models.student_config import IMAGE_FEATURE_STRIDE, StudentConfig
+from distillbev.models.temporal import prev_to_current, warp_bev
 
-__all__ = ["IMAGE_FEATURE_STRIDE", "BEVDet", "StudentConfig", "build_image_backbone", "build_student"]
+# Re-exported: the student config and the image encoder builders lived here.
+__all__ = ["IMAGE_FEATURE_STRIDE", "BEVDet", "StudentConfig", "build_image_backbone", "build_image_encoder"]
 
 class BEVDet(BEVDetector):
     """BEVDet, or BEVDet4D with ``cfg.temporal``; ``forward_bev`` -> taps B0, B1, B2, H."""
@@ -128,82 +124,3 @@ class BEVDet(BEVDetector):
             target = center_heatmaps(batch, self.cfg.image_size, self.cfg.image_stride)
             losses["image_heatmap"] = self.cfg.image_aux_weight * heatmap_loss(taps["image_heatmap"], target)
         return losses
-
-
-def build_image_encoder(cfg: StudentConfig) -> tuple[ResNet, FPNForBEVDet]:
-    """The image backbone and neck; with ``cfg.image_pretrained``, loaded from a pretraining checkpoint."""
-    backbone = build_image_backbone(cfg)
-    fine, coarse = cfg.backbone_stages()
-    neck = FPNForBEVDet((backbone.out_channels[fine], backbone.out_channels[coarse]), cfg.neck_channels)
-    if cfg.image_pretrained:
-        load_image_encoder(cfg.image_pretrained, backbone, neck, cfg)
-    return backbone, neck
-
-
-def build_image_backbone(cfg: StudentConfig) -> ResNet:
-    """The image ResNet (outputs of ``cfg.backbone_stages()``), with local pretrained weights if given."""
-    stages = cfg.backbone_stages()
-    if cfg.backbone == "tiny":
-        return tiny_resnet(
-            cfg.tiny_stem_width, cfg.tiny_widths, cfg.tiny_blocks, stages, grad_checkpoint=cfg.grad_checkpoint
-        )
-    net = resnet(cfg.backbone, out_indices=stages, grad_checkpoint=cfg.grad_checkpoint)
-    if cfg.pretrained:
-        load_torchvision_weights(net, cfg.pretrained)
-    return net
-
-
-def build_student(cfg: StudentConfig) -> BEVDetector:
-    """BEVDet / BEVDet4D / BEVDepth / BEVDepth4D / BEVFormer as ``cfg.kind`` and ``cfg.temporal`` say."""
-    if cfg.kind == "bevformer":
-        from distillbev.models.bevformer import build_bevformer
-
-        return build_bevformer(cfg)
-    backbone, neck = build_image_encoder(cfg)
-    bins, c = cfg.bins(), cfg.context_channels
-    model_cls: type[BEVDet]
-    match cfg.kind:
-        case "bevdet":
-            depth_net: nn.Module = DepthNet(cfg.neck_channels, bins.num_bins, c)
-            model_cls = BEVDet
-        case "bevdepth":
-            from distillbev.models.bevdepth import BEVDepth, CameraAwareDepthNet
-
-            depth_net = CameraAwareDepthNet(
-                cfg.neck_channels,
-                cfg.depthnet_mid_channels,
-                bins.num_bins,
-                c,
-                cfg.depthnet_blocks,
-                cfg.depth_dcn,
-            )
-            model_cls = BEVDepth
-        case _:
-            raise ValueError(f"StudentConfig.kind: unknown student {cfg.kind!r}")
-    view_transformer = LSSViewTransformer(
-        cfg.image_size,
-        cfg.feature_size(),
-        bins,
-        cfg.bev_grid(),
-        cfg.bev_z_range,
-        cfg.frustum_cell_centers,
-        cfg.pool_method,
-    )
-    pre_process = ResNetForBEVDet(c, (c,), (1,), (cfg.preprocess_blocks,)) if cfg.temporal else None
-    bev_encoder = ResNetForBEVDet(
-        2 * c if cfg.temporal else c, cfg.bev_channels, cfg.bev_strides, cfg.bev_blocks
-    )
-    fpn = FPN_LSS(
-        (cfg.bev_channels[0], cfg.bev_channels[2]),
-        cfg.fpn_channels,
-        cfg.fpn_mid_channels,
-        final_scale=cfg.bev_strides[0],
-        extra_norm_act=cfg.extra_norm_act,
-    )
-    head = CenterHead(cfg.fpn_channels, cfg.bev_grid(), cfg.head)
-    aux = None
-    if cfg.image_aux_weight > 0:
-        aux = DenseHead(cfg.neck_channels, cfg.head.head_channels, NUM_CLASSES, bias=HEATMAP_BIAS)
-    return model_cls(
-        cfg, backbone, neck, depth_net, view_transformer, bev_encoder, fpn, head, pre_process, aux
-    )

@@ -31,9 +31,10 @@ from distillbev.models.bevformer_attention import (
     project_to_cameras,
 )
 from distillbev.models.heads import CenterHead
-from distillbev.models.image_aux import HEATMAP_BIAS, NUM_CLASSES, DenseHead, center_heatmaps, heatmap_loss
-from distillbev.models.lss import CameraGeometry, prev_to_current, warp_bev
+from distillbev.models.image_aux import DenseHead, center_heatmaps, heatmap_loss
+from distillbev.models.lss import CameraGeometry
 from distillbev.models.student_config import StudentConfig
+from distillbev.models.temporal import align_previous
 from distillbev.structures import CAMERA_NAMES, BEVGrid
 
 
@@ -223,32 +224,3 @@ class BEVFormer(BEVDetector):
             target = center_heatmaps(batch, self.cfg.image_size, self.cfg.image_stride)
             losses["image_heatmap"] = self.cfg.image_aux_weight * heatmap_loss(taps["image_heatmap"], target)
         return losses
-
-
-def align_previous(
-    prev_bev: torch.Tensor, cam2lidar: torch.Tensor, prev_cam2lidar: torch.Tensor, grid: BEVGrid
-) -> torch.Tensor:
-    """A BEV ``(B, C, H, W)`` on ``grid`` built in the previous LiDAR frame, resampled into the current
-    one (``lss.warp_bev``: rotation and translation of the ego motion, zeros where nothing was seen)."""
-    return warp_bev(prev_bev, prev_to_current(cam2lidar, prev_cam2lidar), grid)
-
-
-def build_bevformer(cfg: StudentConfig) -> BEVFormer:
-    """BEVFormer (``cfg.temporal``: with the previous frame) from a ``StudentConfig``."""
-    from distillbev.models.bevdet import build_image_encoder
-
-    backbone, neck = build_image_encoder(cfg)
-    encoder = BEVFormerEncoder(cfg, cfg.query_grid())
-    bev_encoder = ResNetForBEVDet(cfg.embed_dims, cfg.bev_channels, cfg.bev_strides, cfg.bev_blocks)
-    fpn = FPN_LSS(
-        (cfg.bev_channels[0], cfg.bev_channels[2]),
-        cfg.fpn_channels,
-        cfg.fpn_mid_channels,
-        final_scale=cfg.bev_strides[0],
-        extra_norm_act=cfg.extra_norm_act,
-    )
-    head = CenterHead(cfg.fpn_channels, cfg.bev_grid(), cfg.head)
-    aux = None
-    if cfg.image_aux_weight > 0:
-        aux = DenseHead(cfg.neck_channels, cfg.head.head_channels, NUM_CLASSES, bias=HEATMAP_BIAS)
-    return BEVFormer(cfg, backbone, neck, encoder, bev_encoder, fpn, head, aux)

@@ -20,9 +20,9 @@ from distillbev.layers.fpn import FPNForBEVDet
 from distillbev.layers.resnet import ResNet
 from distillbev.models.image_aux import HEATMAP_BIAS, NUM_CLASSES, DenseHead
 from distillbev.models.student_config import StudentConfig
+from distillbev.paths import ROOT
 
 FORMAT = "distillbev-image-encoder-v1"
-REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def encoder_arch(cfg: StudentConfig) -> dict[str, Any]:
@@ -71,8 +71,8 @@ def save_image_encoder(path: Path, net: ImagePretrainNet, provenance: dict[str, 
 def read_image_encoder(path: str | Path) -> dict[str, Any]:
     """The checkpoint blob; clear errors for a missing file or another kind of checkpoint."""
     path = Path(path)
-    if not path.is_file() and not path.is_absolute() and (REPO_ROOT / path).is_file():
-        path = REPO_ROOT / path  # a preset's relative path (checkpoints/...) from outside the repository
+    if not path.is_file() and not path.is_absolute() and (ROOT / path).is_file():
+        path = ROOT / path  # a preset's relative path (checkpoints/...) from outside the repository
     if not path.is_file():
         raise FileNotFoundError(f"image encoder checkpoint not found: {path}")
     try:

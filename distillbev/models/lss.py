@@ -5,7 +5,7 @@ Camera convention (``distillbev.data.batch``): an augmented pixel is
 BEV augmentation folded into ``cam2lidar``. The frustum holds ``(u, v, d)`` candidates on the feature
 grid; ``frustum_to_lidar`` undoes the image augmentation, lifts to the camera frame and maps into the
 (augmented) LiDAR frame. ``LSSViewTransformer`` splats depth-weighted context features onto the BEV
-grid. ``warp_bev`` aligns a previous frame's BEV with the current ego frame (BEVDet4D).
+grid. Aligning a previous frame's BEV with the current one is ``distillbev.models.temporal``.
 """
 
 from __future__ import annotations
@@ -13,10 +13,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from distillbev.data.batch import Batch
+from distillbev.models.temporal import prev_to_current as prev_to_current  # re-export (moved)
+from distillbev.models.temporal import warp_bev as warp_bev  # re-export (moved)
 from distillbev.ops.bev_pool import DEFAULT_METHOD, PoolIndex, PoolMethod, bev_pool, pool_index
 from distillbev.structures import BEVGrid
 
@@ -172,41 +173,3 @@ class LSSViewTransformer(nn.Module):
             )
         context = context.permute(0, 1, 3, 4, 2)  # (B, N, h, w, C)
         return bev_pool(depth, context, self.index(cams), self.pool_method)
-
-
-def prev_to_current(cam2lidar: torch.Tensor, prev_cam2lidar: torch.Tensor) -> torch.Tensor:
-    """``(B, 4, 4)`` map from the previous frame's BEV (built with the current extrinsics) to the
-    current one: ``prev_cam2lidar @ inv(cam2lidar)`` of camera 0 (the extrinsics are static)."""
-    return prev_cam2lidar[:, 0] @ torch.linalg.inv(cam2lidar[:, 0])
-
-
-def warp_bev(prev_bev: torch.Tensor, prev_to_cur: torch.Tensor, grid: BEVGrid) -> torch.Tensor:
-    """Resample ``prev_bev`` (B, C, H, W) on ``grid`` into the current frame: ``(B, C, H, W)``.
-
-    Each current cell centre ``p`` reads the previous map at ``prev_to_cur^-1 p`` (x, y part of the
-    rigid transform) with bilinear ``grid_sample`` (align_corners=True on cell centres, zeros outside).
-    Unlike the reference, positions are cell centres rather than lower corners (no half-cell shift
-    under rotation).
-    """
-    h, w = prev_bev.shape[-2:]
-    if (h, w) != grid.shape:
-        raise ValueError(f"warp_bev: map is {(h, w)} but the grid is {grid.shape}")
-    with torch.autocast(prev_bev.device.type, enabled=False):  # sampling positions and sampling in fp32
-        norm = _sampling_grid(prev_to_cur, grid, prev_bev.device)  # (B, H, W, 2)
-        out = F.grid_sample(prev_bev.float(), norm, mode="bilinear", padding_mode="zeros", align_corners=True)
-    return out.to(prev_bev.dtype)
-
-
-def _sampling_grid(prev_to_cur: torch.Tensor, grid: BEVGrid, device: torch.device) -> torch.Tensor:
-    """``(B, H, W, 2)`` grid_sample positions (align_corners=True) of every current cell centre."""
-    h, w = grid.shape
-    cur_to_prev = torch.linalg.inv(prev_to_cur.float().to(device))  # (B, 4, 4)
-    xs = grid.x_min + (torch.arange(w, device=device, dtype=torch.float32) + 0.5) * grid.cell
-    ys = grid.y_min + (torch.arange(h, device=device, dtype=torch.float32) + 0.5) * grid.cell
-    gy, gx = torch.meshgrid(ys, xs, indexing="ij")  # (H, W)
-    cur = torch.stack([gx, gy, torch.ones_like(gx)], -1)  # (H, W, 3) homogeneous 2D
-    affine = cur_to_prev[:, [0, 1]][:, :, [0, 1, 3]]  # (B, 2, 3): x, y rows; x, y, translation columns
-    src = torch.einsum("bij,hwj->bhwi", affine, cur)  # (B, H, W, 2) metres in the previous frame
-    col = (src[..., 0] - grid.x_min) / grid.cell - 0.5  # fractional column index
-    row = (src[..., 1] - grid.y_min) / grid.cell - 0.5
-    return torch.stack([2 * col / max(w - 1, 1) - 1, 2 * row / max(h - 1, 1) - 1], -1)

@@ -11,10 +11,10 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from distillbev.data.config import ReaderConfig
+from distillbev.data.virtual_points import MVPConfig
 from distillbev.distill.config import DistillConfig
-from distillbev.models.bevdet import StudentConfig
 from distillbev.models.centerpoint import CenterPointConfig
-from distillbev.models.mvp import MVPConfig
+from distillbev.models.student_config import StudentConfig
 
 
 @dataclass(frozen=True)

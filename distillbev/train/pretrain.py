@@ -28,8 +28,8 @@ from distillbev.data.collate import collate
 from distillbev.data.masks import MASKS_DIR
 from distillbev.data.nuscenes import NuScenesDataset
 from distillbev.models.bevdepth import depth_loss, depth_targets
-from distillbev.models.bevdet import build_image_encoder
 from distillbev.models.image_aux import center_heatmaps, class_occupancy, heatmap_loss, occupancy_loss
+from distillbev.models.image_encoder import build_image_encoder
 from distillbev.models.image_pretrain import ImagePretrainNet, save_image_encoder
 from distillbev.train.checkpoint import git_sha
 from distillbev.train.config import OptimConfig, RunConfig

@@ -13,7 +13,6 @@ from test_students import camera_rig, smoke_batch, smoke_config, translation
 
 from distillbev.config import load_config
 from distillbev.models import build_model
-from distillbev.models.bevdet import build_student
 from distillbev.models.bevformer import EncoderLayer, align_previous
 from distillbev.models.bevformer_attention import (
     SpatialCrossAttention,
@@ -22,6 +21,7 @@ from distillbev.models.bevformer_attention import (
     project_to_cameras,
 )
 from distillbev.models.lss import CameraGeometry
+from distillbev.models.students import build_student
 from distillbev.structures import BEVGrid
 from distillbev.train.config import RunConfig
 from distillbev.train.inherit import inherit_head

@@ -17,9 +17,10 @@ from distillbev.models.bevdepth import (
     depth_loss,
     depth_targets,
 )
-from distillbev.models.bevdet import StudentConfig, build_student
 from distillbev.models.heads import HeadConfig
 from distillbev.models.lss import CameraGeometry, DepthBins
+from distillbev.models.student_config import StudentConfig
+from distillbev.models.students import build_student
 
 #: nuScenes camera yaws (deg) in CAMERA_NAMES order.
 CAMERA_YAWS = (55.0, 0.0, -55.0, 110.0, 180.0, -110.0)

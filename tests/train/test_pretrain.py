@@ -19,9 +19,10 @@ from distillbev.config import load_config
 from distillbev.data.collate import collate
 from distillbev.data.masks import MASKS_DIR
 from distillbev.models.bevdepth import depth_targets
-from distillbev.models.bevdet import build_image_encoder, build_student
 from distillbev.models.image_aux import NUM_CLASSES, center_heatmaps, class_occupancy, heatmap_loss
+from distillbev.models.image_encoder import build_image_encoder
 from distillbev.models.image_pretrain import FORMAT, ImagePretrainNet, read_image_encoder
+from distillbev.models.students import build_student
 from distillbev.train.config import RunConfig
 from distillbev.train.pretrain import (
     CHECKPOINT,
