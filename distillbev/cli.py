@@ -339,7 +339,7 @@ def viz_masks(
     distill_cfg: Path = typer.Option(None, "--distill", help="Distillation preset for the masks."),
 ) -> None:
     """FG/FP/BG masks, scale map and teacher/student attention per distilled layer."""
-    from distillbev.workflows import render_masks
+    from distillbev.viz.features import render_masks
 
     with _user_errors():
         paths = render_masks(teacher, student, out, index, distill_cfg)

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from distillbev.config import dump_config, load_config
+from distillbev.config import load_config
 from distillbev.paths import CONFIGS
 
 
@@ -144,11 +144,6 @@ def ensure_world(preset: str, out: Path, seed: int, overwrite: bool = False) -> 
     return out
 
 
-def save_resolved(cfg: Any, run_dir: Path) -> None:
-    """Write the resolved config beside a run's outputs."""
-    dump_config(cfg, Path(run_dir) / "config.yaml")
-
-
 def score_checkpoint(
     checkpoint: Path,
     dataroot: Path,
@@ -181,44 +176,3 @@ def score_checkpoint(
     if out is not None:
         write_json(out, metrics)
     return metrics
-
-
-def render_masks(teacher: Path, student: Path, out: Path, index: int, distill_cfg: Path | None) -> list[Path]:
-    """``distillbev viz masks``: the distillation masks of one val sample, per distilled layer."""
-
-    import torch
-
-    from distillbev.config import load_config
-    from distillbev.data.collate import collate
-    from distillbev.train.checkpoint import load_model, load_state_strict
-    from distillbev.train.config import RunConfig
-    from distillbev.train.data import make_dataset
-    from distillbev.train.run import build_distillation, with_teacher_points
-    from distillbev.viz.features import render_distill_maps
-
-    t_model, t_cfg, _ = load_model(teacher)
-    s_model, s_cfg, s_blob = load_model(student)
-    if not t_cfg.is_teacher or s_cfg.is_teacher:
-        raise ValueError(
-            f"viz masks needs a teacher ({teacher}: {t_cfg.model}) and a student ({student}: {s_cfg.model})"
-        )
-    if distill_cfg is not None:
-        s_cfg = load_config(RunConfig, [distill_cfg], base=s_cfg)
-    s_cfg = with_teacher_points(s_cfg, t_cfg)
-    ds = make_dataset(s_cfg, train=False)
-    if not 0 <= index < len(ds):
-        raise IndexError(f"sample index {index} outside the val split ({len(ds)} samples)")
-    batch = collate([ds[index]])
-    dl = build_distillation(s_cfg, s_model, t_model)
-    if "distill" in s_blob["extra_modules"]:
-        load_state_strict(dl, s_blob["extra_modules"]["distill"], f"distillation state of {student}")
-    for m in (t_model, s_model, dl):
-        m.eval()
-    with torch.no_grad():
-        s_taps, t_taps = s_model.forward_bev(batch), t_model.forward_bev(batch)
-        t_score = t_model.head.score_map(t_model.forward_head(t_taps))
-        gt_score = s_model.head.gt_score_map(s_model.head.build_targets(batch.gt_boxes, batch.gt_labels))
-        maps = dl.masks_for_viz(s_taps, t_taps, batch.gt_boxes, t_score, gt_score)
-        adapted = {n: dl.adapted_pair(n, s_taps, t_taps)[0] for n in maps}
-    path = render_distill_maps(maps, t_taps, adapted, Path(out) / f"distill_masks_{index:04d}.png")
-    return [path]

@@ -1,5 +1,6 @@
 """Distillation pictures: FG/FP/BG regions, the adaptive scale and both attention maps per layer
-(like the paper's figures), plus teacher/student BEV feature magnitudes."""
+(like the paper's figures), plus teacher/student BEV feature magnitudes; ``render_masks`` draws them
+for one val sample from two checkpoints."""
 
 from __future__ import annotations
 
@@ -69,3 +70,42 @@ def render_distill_maps(
         fig.savefig(tmp, dpi=90, format="png")
     plt.close(fig)
     return out_path
+
+
+def render_masks(teacher: Path, student: Path, out: Path, index: int, distill_cfg: Path | None) -> list[Path]:
+    """``distillbev viz masks``: the distillation masks of one val sample, per distilled layer, from a
+    teacher and a (distilled or plain) student checkpoint; ``distill_cfg`` is a YAML layered onto the
+    student's stored config (e.g. a ``configs/distill/`` preset for a plain student)."""
+    from distillbev.config import load_config
+    from distillbev.data.collate import collate
+    from distillbev.train.checkpoint import load_model, load_state_strict
+    from distillbev.train.config import RunConfig
+    from distillbev.train.data import make_dataset
+    from distillbev.train.loop import teacher_outputs
+    from distillbev.train.run import build_distillation, with_teacher_points
+
+    t_model, t_cfg, _ = load_model(teacher)
+    s_model, s_cfg, s_blob = load_model(student)
+    if not t_cfg.is_teacher or s_cfg.is_teacher:
+        raise ValueError(
+            f"viz masks needs a teacher ({teacher}: {t_cfg.model}) and a student ({student}: {s_cfg.model})"
+        )
+    if distill_cfg is not None:
+        s_cfg = load_config(RunConfig, [distill_cfg], base=s_cfg)
+    s_cfg = with_teacher_points(s_cfg, t_cfg)
+    ds = make_dataset(s_cfg, train=False)
+    if not 0 <= index < len(ds):
+        raise IndexError(f"sample index {index} outside the val split ({len(ds)} samples)")
+    batch = collate([ds[index]])
+    dl = build_distillation(s_cfg, s_model, t_model)
+    if "distill" in s_blob["extra_modules"]:
+        load_state_strict(dl, s_blob["extra_modules"]["distill"], f"distillation state of {student}")
+    for m in (t_model, s_model, dl):
+        m.eval()
+    with torch.no_grad():
+        s_taps = s_model.forward_bev(batch)
+        t_taps, t_score, gt_score = teacher_outputs(t_model, s_model.head, batch)  # as in training
+        maps = dl.masks_for_viz(s_taps, t_taps, batch.gt_boxes, t_score, gt_score)
+        adapted = {n: dl.adapted_pair(n, s_taps, t_taps)[0] for n in maps}
+    path = render_distill_maps(maps, t_taps, adapted, Path(out) / f"distill_masks_{index:04d}.png")
+    return [path]

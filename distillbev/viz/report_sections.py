@@ -11,7 +11,7 @@ from typing import Any
 from distillbev.eval.nuscenes_eval import HEADLINE_METRICS
 from distillbev.structures import CLASS_NAMES
 from distillbev.viz import report_figures as figs
-from distillbev.viz.report import LOWER_IS_BETTER, ReportInputs, RunInfo, img_tag, resolve_dataroot
+from distillbev.viz.report_inputs import LOWER_IS_BETTER, ReportInputs, RunInfo, img_tag, resolve_dataroot
 
 
 def _esc(x: Any) -> str:
@@ -273,7 +273,7 @@ def masks_section(inputs: ReportInputs, samples: Samples | None) -> str:
         return "\n".join(out + [_missing("no teacher checkpoint found: pass --teacher")])
     if samples is None:
         return "\n".join(out + [_missing("no val samples (see the BEV section)")])
-    from distillbev.workflows import render_masks
+    from distillbev.viz.features import render_masks
 
     with tempfile.TemporaryDirectory() as tmp:
         overlay = None

@@ -82,7 +82,7 @@ def test_distillation_trains_student_and_adapters_not_teacher(smoke_world, teach
     plain = build_model(replace(cfg, distill=type(cfg.distill)()))
     load_state_strict(plain, read_checkpoint(tmp_path / "checkpoint.pt")["model"], "distilled checkpoint")
     # `distillbev viz masks` on the two checkpoints: one picture with every distilled layer.
-    from distillbev.workflows import render_masks
+    from distillbev.viz.features import render_masks
 
     (png,) = render_masks(teacher_ckpt, tmp_path / "checkpoint.pt", tmp_path / "viz", 0, None)
     assert png.stat().st_size > 5000
