@@ -72,7 +72,6 @@ def fake_batch(cfg: RunConfig, b: int, n_points: int, device: str, point_feature
         lidar2global=torch.eye(4).repeat(b, 1, 1).double(),
         prev_images=torch.randn(b, 6, 3, h, w, device=device),
         prev_cam2lidar=cam2lidar.repeat(b, 1, 1, 1).to(device),
-        prev_dt=torch.full((b,), 0.5, device=device),
         has_prev=torch.ones(b, dtype=torch.bool, device=device),
     )
 

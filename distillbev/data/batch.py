@@ -31,7 +31,6 @@ class Batch:
     # Temporal students: the previous key frame, lifted into the current (augmented) LiDAR frame.
     prev_images: torch.Tensor | None = None  # (B, N, 3, H, W)
     prev_cam2lidar: torch.Tensor | None = None  # (B, N, 4, 4) prev camera -> current augmented LiDAR
-    prev_dt: torch.Tensor | None = None  # (B,) seconds between the previous and the current key frame
     has_prev: torch.Tensor | None = None  # (B,) bool, False where the current frame was duplicated
     # Image pretraining: per-pixel class of each augmented image (0 = none, k + 1 = CLASS_NAMES[k]).
     class_masks: torch.Tensor | None = None  # (B, N, H, W) long

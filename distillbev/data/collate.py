@@ -47,7 +47,6 @@ def collate(samples: list[Sample]) -> Batch:
         sample_tokens=[s.token for s in samples],
         prev_images=_stack([s.prev_images for s in samples]),
         prev_cam2lidar=_stack([s.prev_cam2lidar for s in samples]),
-        prev_dt=torch.tensor([s.prev_dt for s in samples], dtype=torch.float32),
         has_prev=torch.tensor([s.has_prev for s in samples]),
         class_masks=_stack_labels([s.class_masks for s in samples]),
     )

@@ -60,7 +60,6 @@ class Sample:
     lidar2global: np.ndarray  # (4, 4), un-augmented LiDAR frame -> global
     prev_images: np.ndarray | None  # (N, 3, H, W), the current images again when has_prev is False
     prev_cam2lidar: np.ndarray | None  # (N, 4, 4) previous camera -> augmented current LiDAR frame
-    prev_dt: float  # s between the previous and the current key frame (0 when duplicated)
     has_prev: bool
     class_masks: np.ndarray | None = None  # (N, H, W) uint8 per augmented pixel: 0 = none, k + 1 = class k
 
@@ -285,13 +284,13 @@ class NuScenesDataset(Dataset):
             points, boxes, labels, vel_ok = pasted.points, pasted.boxes, pasted.labels, pasted.velocity_valid
 
         prev_images = prev_c2l = None
-        prev_dt, has_prev = 0.0, False
+        has_prev = False
         if self.cfg.load_prev:
             if rec.prev >= 0:  # the same image augmentation draw per camera, as BEVDet4D
                 prev = self.records[rec.prev]
                 prev_images = self._images(prev, augs)
                 prev_c2l = np.stack([g2l @ cam.cam2global for cam in prev.cameras])
-                prev_dt, has_prev = (rec.timestamp - prev.timestamp) / 1e6, True
+                has_prev = True
             else:
                 prev_images, prev_c2l = images, cam2lidar.copy()
 
@@ -324,7 +323,6 @@ class NuScenesDataset(Dataset):
             lidar2global=rec.lidar2global,
             prev_images=prev_images,
             prev_cam2lidar=prev_c2l,
-            prev_dt=prev_dt,
             has_prev=has_prev,
             class_masks=class_masks,
         )

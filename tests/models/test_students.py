@@ -111,7 +111,6 @@ def smoke_batch(cfg: StudentConfig, b: int = 2, seed: int = 0, temporal: bool = 
         sample_tokens=[f"s{i}" for i in range(b)],
         prev_images=torch.randn(b, n, 3, h, w, generator=g) if temporal else None,
         prev_cam2lidar=prev,
-        prev_dt=torch.full((b,), 0.5) if temporal else None,
         has_prev=torch.ones(b, dtype=torch.bool) if temporal else None,
     )
 

@@ -109,11 +109,6 @@ class Scene:
             "z0": z0,
         }
 
-    @property
-    def part_owner(self) -> np.ndarray:
-        """(P,) owner index of every part."""
-        return self._packed["owner"]
-
     def owner_parts(self) -> dict[int, np.ndarray]:
         """Part indices of every thing (parts are stored thing by thing)."""
         if "owner_parts" not in self._packed:

@@ -8,7 +8,6 @@ is exactly the tight box of what is rendered and hit by the LiDAR. Vehicles are 
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -370,15 +369,3 @@ def barrier(rng: np.random.Generator, l: float, w: float, h: float) -> list[list
         mat, rgb = (M.REFLECTIVE, (0.95, 0.95, 0.95)) if k % 2 else (M.CONE, (0.85, 0.1, 0.08))
         rows.append(span(BOX, -l / 2, l / 2, edges[k], edges[k + 1], 0, h, mat, rgb))
     return rows
-
-
-def rotate_parts(rows: list[list[float]], yaw: float) -> list[list[float]]:
-    """Rotate part rows about the object's z axis by ``yaw`` (for composite props)."""
-    c, s = math.cos(yaw), math.sin(yaw)
-    out = []
-    for r in rows:
-        r = list(r)
-        r[1], r[2] = r[1] * c - r[2] * s, r[1] * s + r[2] * c
-        r[7] += yaw
-        out.append(r)
-    return out
