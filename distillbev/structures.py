@@ -66,6 +66,10 @@ CAMERA_NAMES: tuple[str, ...] = (
     "CAM_BACK_RIGHT",
 )
 LIDAR_NAME = "LIDAR_TOP"
+#: The detection range, x, y, z min then max (m, key LiDAR frame): the default of the reader's point
+#: range, the teachers' pillar canvas and the students' BEV grid (``RunConfig`` checks that the model's
+#: range covers the reader's).
+POINT_RANGE: tuple[float, ...] = (-51.2, -51.2, -5.0, 51.2, 51.2, 3.0)
 
 
 def class_index(name: str) -> int:
@@ -97,10 +101,10 @@ class BEVGrid:
     ``[x_min + j*cell, x_min + (j+1)*cell) x [y_min + i*cell, y_min + (i+1)*cell)``.
     """
 
-    x_min: float = -51.2
-    x_max: float = 51.2
-    y_min: float = -51.2
-    y_max: float = 51.2
+    x_min: float = POINT_RANGE[0]
+    x_max: float = POINT_RANGE[3]
+    y_min: float = POINT_RANGE[1]
+    y_max: float = POINT_RANGE[4]
     cell: float = 0.8
 
     @property

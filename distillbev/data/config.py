@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from distillbev.structures import POINT_RANGE
+
 
 @dataclass(frozen=True)
 class ImageAugConfig:
     """Per-camera image augmentation (BEVDet style), folded into post_rot / post_tran."""
 
-    final_size: tuple[int, int] = (64, 176)  # network input (H, W); full scale (256, 704)
+    final_size: tuple[int, int] = (64, 176)  # network input (H, W) = student.image_size (RunConfig checks)
     # resize r = final W / source W + U(jitter) (train) or + test_resize_offset (test); BEVDet's values
     resize_jitter: tuple[float, float] = (-0.06, 0.11)
     test_resize_offset: float = 0.04
@@ -87,7 +89,7 @@ class ReaderConfig:
     """What each sample holds."""
 
     num_sweeps: int = 2  # previous LiDAR sweeps merged into the key frame (full scale: 9)
-    point_range: tuple[float, ...] = (-51.2, -51.2, -5.0, 51.2, 51.2, 3.0)  # x, y, z min then max (m)
+    point_range: tuple[float, ...] = POINT_RANGE  # x, y, z min then max (m): points and GT boxes kept
     remove_close: float = (
         1.0  # drop points with |x| and |y| < this in their sensor's frame (m), as the devkit
     )

@@ -24,7 +24,7 @@ from distillbev.models.base import BEVDetector
 from distillbev.models.heads import CenterHead, HeadConfig
 from distillbev.models.pillar_encoder import PillarFeatureNet
 from distillbev.ops.voxelize import PillarGrid, dynamic_voxelize, hard_voxelize
-from distillbev.structures import BEVGrid
+from distillbev.structures import POINT_RANGE, BEVGrid
 
 #: Point columns of a plain LiDAR teacher: x, y, z (m), intensity, time lag (s).
 LIDAR_POINT_FEATURES = 5
@@ -34,7 +34,7 @@ LIDAR_POINT_FEATURES = 5
 class CenterPointConfig:
     """CenterPoint-pillar teacher; lengths, sizes and ranges in metres."""
 
-    point_range: tuple[float, ...] = (-51.2, -51.2, -5.0, 51.2, 51.2, 3.0)  # x, y, z min then x, y, z max
+    point_range: tuple[float, ...] = POINT_RANGE  # pillar canvas: x, y, z min then x, y, z max
     pillar_size: float = 0.8  # pillar edge (m); full scale 0.2 (512^2 canvas)
     point_features: int = LIDAR_POINT_FEATURES  # columns of each input point; 5 (CenterPoint), 17 (MVP)
     voxelization: Literal["dynamic", "hard"] = "dynamic"  # dynamic = no caps (released teacher)

@@ -11,10 +11,12 @@ from typing import Literal
 
 from distillbev.models.heads import HeadConfig
 from distillbev.models.lss import DepthBins
-from distillbev.structures import BEVGrid
+from distillbev.structures import POINT_RANGE, BEVGrid
 
 #: Stride of the image feature map the depth net and the frustum live on.
 IMAGE_FEATURE_STRIDE = 16
+#: The x-y part of the detection range (``structures.POINT_RANGE``).
+_XY_RANGE = (POINT_RANGE[0], POINT_RANGE[1], POINT_RANGE[3], POINT_RANGE[4])
 
 
 def _tiny_head() -> HeadConfig:
@@ -45,7 +47,7 @@ class StudentConfig:
     context_channels: int = 32  # LSS context channels C; full 64
     depth_bin_centers: bool = False  # depth candidates at bin centres (False: lower edges, the reference)
     frustum_cell_centers: bool = False  # False: pixels by linspace over the image (reference)
-    bev_range: tuple[float, float, float, float] = (-51.2, -51.2, 51.2, 51.2)  # x_min, y_min, x_max, y_max
+    bev_range: tuple[float, float, float, float] = _XY_RANGE  # x_min, y_min, x_max, y_max
     bev_cell: float = 1.6  # LSS grid = tap H = head grid cell; full 0.8
     bev_z_range: tuple[float, float] = (-10.0, 10.0)  # the single LSS height bin; BEVFormer: pillar span
     pool_method: Literal["index_add", "segment"] = "index_add"  # BEV pooling (ops/bev_pool.py)

@@ -120,6 +120,30 @@ class RunConfig:
         for key, low in (("seed", 0), ("eval_every_epochs", 0), ("threads", 0), ("log_every_steps", 1)):
             if getattr(self, key) < low:
                 raise ValueError(f"{key} must be >= {low}, got {getattr(self, key)}")
+        self._check_shared_values()
+
+    def _check_shared_values(self) -> None:
+        """Values that two sections state and must agree on. ``student.image_size`` owns the network's
+        input size: a student's reader must resize the images to it. The reader's point range decides
+        which points and GT boxes a sample holds: the model's grid must cover it in x and y."""
+        reader = self.data.reader
+        if self.model == "student":
+            if tuple(reader.image.final_size) != tuple(self.student.image_size):
+                raise ValueError(
+                    f"data.reader.image.final_size {tuple(reader.image.final_size)} differs from "
+                    f"student.image_size {tuple(self.student.image_size)}: the reader must resize the "
+                    "images to the student's input size (set final_size to the same value)"
+                )
+            name, (x0, y0, x1, y1) = "student.bev_range", self.student.bev_range
+        else:
+            r = self.teacher.point_range
+            name, (x0, y0, x1, y1) = "teacher.point_range", (r[0], r[1], r[3], r[4])
+        p, eps = reader.point_range, 1e-6
+        if p[0] < x0 - eps or p[1] < y0 - eps or p[3] > x1 + eps or p[4] > y1 + eps:
+            raise ValueError(
+                f"data.reader.point_range {tuple(p)} reaches beyond {name} in x or y ({x0}..{x1}, "
+                f"{y0}..{y1} m): ground truth there would lie outside the model's grid (make them equal)"
+            )
 
     @property
     def is_teacher(self) -> bool:
