@@ -57,7 +57,7 @@ class NoiseSpec:
 
     @classmethod
     def typical(cls) -> NoiseSpec:
-        """The noise of nuscenes-format.md §3 (gives mAP ~0.77 there): 0.3 m, 8 %, 0.15 rad, 0.4 m/s,
+        """A moderate detector's noise: 0.3 m, 8 %, 0.15 rad, 0.4 m/s,
         10 % missed, 10 % wrong attributes, 0-3 false positives per sample."""
         return cls(0.3, 0.08, 0.15, 0.4, 0.1, 0.1, 3)
 

@@ -1,7 +1,7 @@
 """The official nuScenes detection metrics (nuscenes-devkit ``DetectionEval``), as a flat dict.
 
 One code path for the synthetic world, v1.0-mini and v1.0-trainval: only ``(dataroot, version, split)``
-change (nuscenes-format.md §6). The devkit filters ground truth and predictions to each class's
+change. The devkit filters ground truth and predictions to each class's
 evaluation range (50 m vehicles, 40 m pedestrian/cycles, 30 m cone/barrier) and drops ground truth
 with no LiDAR/radar point, so nothing outside the evaluated range is ever counted as a miss.
 

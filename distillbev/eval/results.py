@@ -1,6 +1,6 @@
 """Detections in the key LiDAR frame -> the nuScenes detection result JSON, and back from disk.
 
-The result file (nuscenes-format.md §3) is ``{"meta": {...}, "results": {sample_token: [box, ...]}}``
+The result file (nuScenes submission format) is ``{"meta": {...}, "results": {sample_token: [box, ...]}}``
 with every sample token of the evaluated split present (an empty list where nothing was detected).
 Each box is in the **global** frame: ``translation`` (box centre), ``size`` = (w, l, h), ``rotation``
 (w, x, y, z quaternion), ``velocity`` (vx, vy), plus ``detection_name`` (one of the 10 classes),
@@ -25,7 +25,7 @@ from distillbev.structures import ATTRIBUTE_NAMES, CLASS_NAMES, default_attribut
 
 #: The devkit refuses samples with more boxes than this (``max_boxes_per_sample``).
 MAX_BOXES_PER_SAMPLE = 500
-#: Scores are floored here: a zero score breaks the devkit's TP-error computation (§3, item 9).
+#: Scores are floored here: a zero score breaks the devkit's TP-error computation.
 MIN_SCORE = 1e-6
 #: ``meta`` written when the caller gives none (the devkit requires the key, not its content).
 DEFAULT_META: dict[str, bool] = {
@@ -289,7 +289,8 @@ def _check_box(box: Any, token: str, i: int, where: str) -> None:
 
 
 def validate_results(results: Any, where: str = "results", tokens: Sequence[str] | None = None) -> None:
-    """Check a result dict against everything the devkit requires (§3 items 2-4, 9).
+    """Check a result dict against everything the devkit requires (keys, sample tokens,
+    box fields, scores > 0).
 
     ``tokens``, if given, is the split: each must be present. Errors name ``where``, the sample token,
     the box index and the field.

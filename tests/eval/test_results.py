@@ -34,7 +34,7 @@ def _boxes(n: int, seed: int = 0) -> np.ndarray:
 
 
 def test_boxes_to_global_matches_devkit_box_transforms():
-    """Reference: the devkit's Box.rotate/translate chain lidar -> ego -> global (§6 step 3)."""
+    """Reference: the devkit's Box.rotate/translate chain lidar -> ego -> global."""
     boxes = _boxes(7)
     g = boxes_to_global(boxes, LIDAR2GLOBAL.astype(np.float32))
     for i, b in enumerate(boxes):
@@ -62,14 +62,14 @@ def test_matrix_to_quaternion_round_trips_all_branches():
 
 def test_every_split_token_present_and_fields_converted():
     boxes = _boxes(3)
-    boxes[1, 7:9] = np.nan  # NaN velocity must become 0, never NaN (§3 item 7)
+    boxes[1, 7:9] = np.nan  # NaN velocity must become 0, never NaN (the devkit refuses NaN)
     dets = {"s1": (torch.tensor(boxes), torch.tensor([0.2, 0.9, 0.0]), torch.tensor([0, 8, 9]))}
     out = detections_to_results(dets, {"s1": LIDAR2GLOBAL}, ["s0", "s1", "s2"])
     assert set(out["results"]) == {"s0", "s1", "s2"}
     assert out["results"]["s0"] == [] and out["results"]["s2"] == []
     assert "meta" in out
     entries = out["results"]["s1"]
-    # sorted by score; the zero score is floored above 0 (a 0 score makes every TP error 1, §3 item 9)
+    # sorted by score; the zero score is floored above 0 (a 0 score makes every TP error 1)
     assert [e["detection_name"] for e in entries] == ["pedestrian", "car", "traffic_cone"]
     assert all(e["detection_score"] > 0 for e in entries)
     assert entries[0]["velocity"] == [0.0, 0.0]
