@@ -21,7 +21,7 @@ from distillbev.layers.resnet import ResNet
 from distillbev.models.base import BEVDetector
 from distillbev.models.bev_encoder import ResNetForBEVDet
 from distillbev.models.heads import CenterHead
-from distillbev.models.image_aux import DenseHead, center_heatmaps, heatmap_loss
+from distillbev.models.image_aux import DenseHead, image_aux_loss
 from distillbev.models.image_encoder import build_image_backbone, build_image_encoder
 from distillbev.models.lss import CameraGeometry, LSSViewTransformer
 from distillbev.models.student_config import IMAGE_FEATURE_STRIDE, StudentConfig
@@ -120,7 +120,6 @@ class BEVDet(BEVDetector):
         """The head's {"heatmap", "box"}, plus "image_heatmap" (image_aux_weight x focal loss of the
         projected GT centres) when the auxiliary image head is on."""
         losses = self.head.loss(preds, batch.gt_boxes, batch.gt_labels)
-        if self.image_aux is not None:
-            target = center_heatmaps(batch, self.cfg.image_size, self.cfg.image_stride)
-            losses["image_heatmap"] = self.cfg.image_aux_weight * heatmap_loss(taps["image_heatmap"], target)
+        c = self.cfg
+        losses |= image_aux_loss(batch, taps, c.image_size, c.image_stride, c.image_aux_weight)
         return losses

@@ -31,7 +31,7 @@ from distillbev.models.bevformer_attention import (
     project_to_cameras,
 )
 from distillbev.models.heads import CenterHead
-from distillbev.models.image_aux import DenseHead, center_heatmaps, heatmap_loss
+from distillbev.models.image_aux import DenseHead, image_aux_loss
 from distillbev.models.lss import CameraGeometry
 from distillbev.models.student_config import StudentConfig
 from distillbev.models.temporal import align_previous
@@ -220,7 +220,6 @@ class BEVFormer(BEVDetector):
     ) -> dict[str, torch.Tensor]:
         """The head's {"heatmap", "box"}, plus "image_heatmap" when the auxiliary image head is on."""
         losses = self.head.loss(preds, batch.gt_boxes, batch.gt_labels)
-        if self.image_aux is not None:
-            target = center_heatmaps(batch, self.cfg.image_size, self.cfg.image_stride)
-            losses["image_heatmap"] = self.cfg.image_aux_weight * heatmap_loss(taps["image_heatmap"], target)
+        c = self.cfg
+        losses |= image_aux_loss(batch, taps, c.image_size, c.image_stride, c.image_aux_weight)
         return losses

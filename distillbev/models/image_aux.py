@@ -139,3 +139,14 @@ def heatmap_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 def occupancy_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Binary cross-entropy of per-class cell occupancy (soft targets in [0, 1]), mean over elements."""
     return F.binary_cross_entropy_with_logits(logits.float(), target.float())
+
+
+def image_aux_loss(
+    batch: Batch, taps: dict[str, torch.Tensor], image_hw: tuple[int, int], stride: int, weight: float
+) -> dict[str, torch.Tensor]:
+    """A student's auxiliary image-plane term: {"image_heatmap": weight x focal loss of its
+    ``taps["image_heatmap"]`` against the projected GT centres}, or {} when it has no such head."""
+    if "image_heatmap" not in taps:
+        return {}
+    target = center_heatmaps(batch, image_hw, stride)
+    return {"image_heatmap": weight * heatmap_loss(taps["image_heatmap"], target)}
