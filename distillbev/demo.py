@@ -42,6 +42,11 @@ STUDENTS = {
     "bevformer": "BEVFormer",
 }
 DISTILL_CFG = CONFIGS / "distill" / "full.yaml"
+#: The demo's student schedule per scale when ``--epochs`` is not given (0 = the preset's). At tiny scale
+#: the two students train side by side on one core each; the distilled one also runs the teacher, and
+#: 8 epochs (1,120 steps) is what keeps the whole demo under an hour on 2 cores (README, "Demo").
+#: ``distillbev train`` / ``reproduce`` keep the presets' 12.
+DEMO_EPOCHS = {"tiny": 8, "smoke": 0}
 PRETRAIN_CFG = CONFIGS / "pretrain" / "tiny.yaml"
 _STEP = re.compile(r"(?:step |\| *)(\d+)/(\d+)")  # the loop's "step N/M" lines and tqdm's "| N/M" bars
 
@@ -56,7 +61,7 @@ class DemoPlan:
     stages: tuple[str, ...] = STAGES
     fresh: bool = False
     from_scratch: bool = False
-    epochs: int = 0  # students' epochs (0 = the preset's)
+    epochs: int | None = None  # students' epochs (None: DEMO_EPOCHS of the scale; 0: the preset's)
     jobs: int = 2  # student and distilled student side by side (2) or one after the other (1)
     student: str = "bevdepth"  # which camera student (STUDENTS)
     times: dict[str, float] = field(default_factory=dict)
@@ -71,6 +76,8 @@ class DemoPlan:
             raise ConfigError(f"demo --student {self.student!r}: valid students are {', '.join(STUDENTS)}")
         if self.jobs not in (1, 2):
             raise ConfigError(f"demo --jobs must be 1 or 2, got {self.jobs}")
+        if self.epochs is None:
+            self.epochs = DEMO_EPOCHS[self.scale]
         if self.epochs < 0:
             raise ConfigError(f"demo --epochs must be >= 0, got {self.epochs}")
         self.workdir = Path(self.workdir)

@@ -74,3 +74,30 @@ def test_student_choice_names_the_rows(tmp_path):
         DemoPlan(tmp_path, student="pointpillars")
     table = paper_table(None, {"mAP": 0.1}, None, "BEVFormer")
     assert "| BEVFormer (baseline) | camera | 0.100 |" in table
+
+
+def test_tiny_demo_shortens_only_the_students_schedule(tmp_path, monkeypatch):
+    """At tiny scale both students train DEMO_EPOCHS epochs (the hour budget) with the same seed and
+    preset; --epochs 0 keeps the preset's; smoke keeps its own."""
+    import distillbev.demo as demo
+
+    seen = {}
+
+    def fake_run(jobs, logs, parallel):
+        seen.update(jobs)
+        for name in jobs:
+            (tmp_path / "w" / name / "run").mkdir(parents=True, exist_ok=True)
+
+    monkeypatch.setattr(demo, "run_trainings", fake_run)
+    monkeypatch.setattr(demo, "read_metrics", lambda run_dir: {"mAP": 0.1})
+    teacher = tmp_path / "t.pt"
+    teacher.write_bytes(b"x")
+    monkeypatch.setattr(demo, "teacher_checkpoint", lambda plan: teacher)
+    demo.stage_students(DemoPlan(tmp_path / "w"), None)
+    assert set(seen) == {"student", "distilled"}
+    for cmd in seen.values():
+        assert cmd[cmd.index("optim.epochs=8") - 1] == "--set" and demo.DEMO_EPOCHS["tiny"] == 8
+    assert "--teacher" in seen["distilled"] and "--teacher" not in seen["student"]
+    seen.clear()
+    demo.stage_students(DemoPlan(tmp_path / "w", epochs=0, fresh=True), None)
+    assert seen and not any(any(a.startswith("optim.epochs=") for a in cmd) for cmd in seen.values())
