@@ -362,7 +362,9 @@ def demo(
         False, help="Train the teacher and pretrain the image encoder instead of using checkpoints/."
     ),
     epochs: int | None = typer.Option(
-        None, help="Students' epochs (default: 8 at tiny scale to stay under an hour, the preset's at smoke; 0 = the preset's)."
+        None,
+        help="Students' epochs (default: 8 at tiny scale to stay under an hour, "
+        "the preset's at smoke; 0 = the preset's).",
     ),
     jobs: int = typer.Option(
         2, help="2: baseline and distilled student side by side (one core each); 1: in turn."

@@ -43,3 +43,26 @@ def test_tiny_students_load_the_shipped_image_encoder(student):
         state = module.state_dict()
         assert state.keys() == blob[name].keys()
         assert all(torch.equal(state[k], blob[name][k]) for k in state)
+
+
+def test_shipped_teacher_scores_what_it_recorded(tmp_path):
+    """The shipped CenterPoint loads strictly and, on the val scenes regenerated from its record's world
+    config and seed, scores the official mAP / NDS it recorded (the demo reuses it instead of training)."""
+    from distillbev.data.synthetic.config import WorldConfig
+    from distillbev.data.synthetic.generate import generate_world
+    from distillbev.train.checkpoint import load_model
+    from distillbev.workflows import score_checkpoint
+
+    record = _record("centerpoint_small")
+    assert record["kind"] == "centerpoint" and record["epochs"] == 32
+    world = WorldConfig(**{**record["world"]["config"], "workers": 2})
+    val = list(range(world.num_scenes - world.num_val_scenes, world.num_scenes))
+    generate_world(world, tmp_path / "val", seed=record["world"]["seed"], scenes=val)
+    model, cfg, _ = load_model(SHIPPED / "centerpoint_small.pt")  # strict: any key mismatch raises
+    assert cfg.model == "centerpoint" and sum(p.numel() for p in model.parameters()) > 0
+    metrics = score_checkpoint(
+        SHIPPED / "centerpoint_small.pt", tmp_path / "val", "", "", None, [], tmp_path / "eval"
+    )
+    for key in ("mAP", "NDS", "mATE"):
+        assert metrics[key] == pytest.approx(record["metrics"][key], abs=2e-3), key
+    assert metrics["mAP"] > 0.5  # a teacher worth distilling from, not a checkpoint that merely loads
