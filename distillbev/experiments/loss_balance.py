@@ -8,9 +8,10 @@ detection and depth losses (README, "Distillation on the `small` world").
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
+
+from distillbev.train.logging import read_log
 
 
 @dataclass(frozen=True)
@@ -37,16 +38,10 @@ def read_loss_rows(log: Path) -> list[dict[str, float]]:
     if not log.is_file():
         raise FileNotFoundError(f"{log}: no training log (a run folder holds log.jsonl)")
     rows = []
-    for n, line in enumerate(log.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{log}:{n}: not a JSON row ({e})") from None
+    for row in read_log(log, strict=True):
         terms = {k[5:]: float(v) for k, v in row.items() if k.startswith("loss/") and k != "loss/total"}
         if terms:
-            rows.append({"step": int(row["step"]), **terms})
+            rows.append({"step": row["step"], **terms})
     if not rows:
         raise ValueError(f"{log}: no loss/* scalars logged")
     return sorted(rows, key=lambda r: r["step"])

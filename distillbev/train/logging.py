@@ -9,23 +9,37 @@ from pathlib import Path
 from distillbev.io import write_text
 
 
+def read_log(path: Path, strict: bool = False) -> list[dict]:
+    """The rows of a ``log.jsonl`` that carry an integer ``step``, in file order; none when the file is
+    absent. A line that is not JSON (a row cut short by a kill) is skipped, or with ``strict`` is an
+    error naming the file and line."""
+    path = Path(path)
+    rows = []
+    if not path.is_file():
+        return rows
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            if strict:
+                raise ValueError(f"{path}:{n}: not a JSON row ({e})") from None
+            continue
+        if isinstance(row, dict) and isinstance(row.get("step"), int):
+            rows.append(row)
+    return rows
+
+
 def truncate_log(path: Path, last_step: int) -> float:
     """Keep the rows of ``log.jsonl`` up to ``last_step`` (a resumed checkpoint's step), atomically, so
     the steps run again after a resume are not logged twice. A row cut short by a kill is dropped too.
     Returns the last kept row's ``time`` (0 when none)."""
     if not path.is_file():
         return 0.0
-    kept, last_time = [], 0.0
-    for line in path.read_text().splitlines():
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(row, dict) and isinstance(row.get("step"), int) and row["step"] <= last_step:
-            kept.append(line)
-            last_time = float(row.get("time", last_time))
-    write_text(path, "".join(f"{line}\n" for line in kept))
-    return last_time
+    kept = [row for row in read_log(path) if row["step"] <= last_step]
+    write_text(path, "".join(f"{json.dumps(row)}\n" for row in kept))
+    return float(kept[-1].get("time", 0.0)) if kept else 0.0
 
 
 class RunLogger:

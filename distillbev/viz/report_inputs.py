@@ -20,6 +20,7 @@ from typing import Any
 
 from distillbev.config import read_yaml
 from distillbev.paths import ROOT
+from distillbev.train.logging import read_log
 
 LOWER_IS_BETTER = ("mATE", "mASE", "mAOE", "mAVE", "mAAE")
 
@@ -106,19 +107,6 @@ class ReportInputs:
         return "\n".join(lines + self.notes)
 
 
-def _read_log(path: Path) -> list[dict[str, Any]]:
-    rows = []
-    if path.is_file():
-        for line in path.read_text().splitlines():
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if isinstance(row, dict) and isinstance(row.get("step"), int):
-                rows.append(row)
-    return rows
-
-
 def _last_eval(run: Path) -> Path | None:
     evals = [p for p in run.glob("eval_epoch*") if p.name[10:].isdigit() and (p / "metrics.json").is_file()]
     return max(evals, key=lambda p: int(p.name[10:])) if evals else None
@@ -130,7 +118,7 @@ def read_run(path: Path) -> RunInfo | None:
     if not (path / "config.yaml").is_file() or (path / "image_encoder.pt").is_file():  # pretrain folders
         return None
     cfg = read_yaml(path / "config.yaml")
-    log = _read_log(path / "log.jsonl")
+    log = read_log(path / "log.jsonl")
     if cfg.get("model") in ("centerpoint", "mvp"):
         role = "teacher"
     elif any(k.startswith("loss/kd_") for row in log[:3] for k in row):
