@@ -239,6 +239,11 @@ def reproduce(
     ),
     dataroot: Path = typer.Option(None, help="Dataroot of every run (else the presets')."),
     set_: list[str] = typer.Option([], "--set", help="Override of every run, e.g. distill.loss_weight=0.1."),
+    baselines_from: Path = typer.Option(
+        None,
+        help="Another plan folder whose baseline seeds (<student>-none) this plan reuses where it has none "
+        "of its own; it must differ only in distill.* overrides (default: the plan's recorded one).",
+    ),
     resume: bool = typer.Option(False, help="Continue interrupted runs (by default they are left alone)."),
     in_process: bool = typer.Option(False, help="Train in this process instead of one subprocess per run."),
     dry_run: bool = typer.Option(False, help="Print the plan (each run's state and command) and exit."),
@@ -270,6 +275,7 @@ def reproduce(
             ablation_student=ablation_student,
             ablation_teacher=ablation_teacher,
             overrides=tuple(overrides),
+            baselines_from=baselines_from,
         )
         plan = make_plan(spec, cells)
     typer.echo("\n".join(describe(plan, commands=dry_run)))

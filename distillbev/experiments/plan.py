@@ -83,6 +83,7 @@ class PlanSpec:
     ablation_student: str = "bevdet4d"
     ablation_teacher: str = "centerpoint"
     overrides: tuple[str, ...] = ()  # --set for every run (and data.dataroot from --dataroot)
+    baselines_from: Path | None = None  # another plan whose baseline seeds this one reuses
 
     def __post_init__(self) -> None:
         if self.scale not in SCALES:
@@ -238,6 +239,7 @@ def plan_document(spec: PlanSpec, cells: list[Cell], tables: list[Table]) -> dic
         "seeds": spec.seeds,
         "overrides": list(spec.overrides),
         "teachers": {k: str(Path(v).resolve()) for k, v in spec.teachers.items() if v is not None},
+        **({"baselines_from": str(spec.baselines_from)} if spec.baselines_from is not None else {}),
         "cells": [asdict(c) for c in cells],
         "tables": [asdict(t) for t in tables],
     }

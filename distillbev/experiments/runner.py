@@ -32,7 +32,7 @@ from distillbev.experiments.plan import (
     select_cells,
     teacher_checkpoint_info,
 )
-from distillbev.experiments.stats import build_results, write_results
+from distillbev.experiments.stats import borrow_baselines, build_results, read_results, write_results
 from distillbev.io import write_json
 
 
@@ -46,6 +46,16 @@ class Plan:
     runs: list[Run]
     teacher_cfgs: dict[str, Any] = field(default_factory=dict)
     teacher_metrics: dict[str, dict[str, Any]] = field(default_factory=dict)
+    baselines_doc: dict[str, Any] | None = None  # the results.json of spec.baselines_from
+
+
+def recorded_baselines_from(out: Path) -> Path | None:
+    """The ``--baselines-from`` plan folder a plan folder's ``plan.json`` recorded, if any."""
+    path = Path(out) / "plan.json"
+    if not path.is_file():
+        return None
+    recorded = json.loads(path.read_text()).get("baselines_from")
+    return Path(recorded) if recorded else None
 
 
 def recorded_teachers(out: Path) -> dict[str, Path]:
@@ -61,10 +71,15 @@ def make_plan(spec: PlanSpec, patterns: list[str]) -> Plan:
     given teacher checkpoint is checked to be that teacher before anything runs."""
     check_plan_folder(spec)
     teachers = {**recorded_teachers(spec.out), **{k: v for k, v in spec.teachers.items() if v is not None}}
-    spec = replace(spec, teachers=teachers)
+    baselines_from = spec.baselines_from or recorded_baselines_from(spec.out)
+    spec = replace(spec, teachers=teachers, baselines_from=baselines_from)
     cells, tables = build_grid(spec.student_names(), spec.ablation_student, spec.ablation_teacher)
     runs = plan_runs(spec, select_cells(cells, patterns))
     plan = Plan(spec, cells, tables, runs)
+    if baselines_from is not None:
+        plan.baselines_doc = read_results(baselines_from)
+        # refuse another plan's baselines before anything trains
+        borrow_baselines(plan_document(spec, cells, tables), {}, plan.baselines_doc, str(baselines_from))
     for kind, path in teachers.items():
         if Path(path).is_file():
             plan.teacher_cfgs[kind], metrics = teacher_checkpoint_info(path, kind)
@@ -81,6 +96,8 @@ def describe(plan: Plan, commands: bool = True) -> list[str]:
     lines = [f"plan folder: {plan.spec.out} (scale {plan.spec.scale}, {plan.spec.seeds} seed(s))"]
     for kind, path in plan.spec.teachers.items():
         lines.append(f"teacher {kind}: {path}")
+    if plan.spec.baselines_from is not None:
+        lines.append(f"baselines (where this plan has none): {plan.spec.baselines_from}")
     width = max((len(r.label) for r in plan.runs), default=0)
     counts: dict[str, int] = {}
     for run in plan.runs:
@@ -153,7 +170,12 @@ def collect_results(plan: Plan, excluded: set[Path] = frozenset()) -> dict[str, 
             if metrics is not None:
                 seeds.setdefault(cell.name, {})[int(run_dir.name[4:])] = metrics
     doc = plan_document(plan.spec, plan.cells, plan.tables)
-    return build_results(doc, seeds, plan.teacher_metrics)
+    borrowed: dict[str, Any] | None = None
+    if plan.baselines_doc is not None:
+        source = str(plan.spec.baselines_from)
+        seeds, cells = borrow_baselines(doc, seeds, plan.baselines_doc, source)
+        borrowed = {"source": source, "cells": cells}
+    return build_results(doc, seeds, plan.teacher_metrics, borrowed)
 
 
 def _clock(seconds: float) -> str:
@@ -227,7 +249,7 @@ def run_plan(
 def merge_plans(folders: list[Path], out: Path) -> dict[str, Any]:
     """``reproduce --merge``: one ``results.md`` / ``results.json`` in ``out`` from the results of plans
     split by cell (each folder's ``results.json``)."""
-    from distillbev.experiments.stats import merge_results, read_results
+    from distillbev.experiments.stats import merge_results
 
     docs = [read_results(f) for f in folders]
     doc = merge_results(docs, [str(f) for f in folders])

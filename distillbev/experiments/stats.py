@@ -45,11 +45,56 @@ def gain(cell: dict[str, Any], base: dict[str, Any]) -> dict[str, Any]:
     return {"mean": cell["mean"] - base["mean"], "spread": spread}
 
 
+def baseline_overrides(overrides: Iterable[str]) -> list[str]:
+    """The overrides a baseline run reads: all but ``distill.*`` (a student trained without a teacher
+    builds no distillation loss and inherits no head, so those keys do not change it)."""
+    return [o for o in overrides if not o.strip().startswith("distill.")]
+
+
+def borrow_baselines(
+    plan: dict[str, Any],
+    seeds: dict[str, dict[int, dict[str, Any]]],
+    other: dict[str, Any],
+    source: str,
+) -> tuple[dict[str, dict[int, dict[str, Any]]], list[str]]:
+    """Baseline seeds taken from another plan's ``results.json`` (``reproduce --baselines-from``): every
+    baseline cell (``<student>-none``) of ``plan`` without a finished seed of its own gets ``other``'s
+    seeds of the same cell. ``other`` must have the same scale and the same overrides but for
+    ``distill.*``, else its baselines are other trainings and the error says which overrides differ.
+    Returns the seeds with the borrowed ones added and the names of the cells borrowed."""
+    if other.get("format") != FORMAT:
+        raise ValueError(f"{source}: not a distillbev reproduce results.json")
+    mine, theirs = (
+        baseline_overrides(plan.get("overrides", [])),
+        baseline_overrides(other.get("overrides", [])),
+    )
+    if other.get("scale") != plan.get("scale") or sorted(mine) != sorted(theirs):
+        raise ValueError(
+            f"--baselines-from {source}: its baselines ran with scale {other.get('scale')!r} and overrides "
+            f"{theirs}, this plan's with scale {plan.get('scale')!r} and {mine} (distill.* aside, which a "
+            "baseline does not read): they are not this plan's baselines"
+        )
+    out = {k: dict(v) for k, v in seeds.items()}
+    borrowed = []
+    for c in plan["cells"]:
+        name = c["name"]
+        theirs_cell = other.get("cells", {}).get(name)
+        if c["teacher"] is not None or out.get(name) or not theirs_cell or not theirs_cell.get("seeds"):
+            continue
+        out[name] = {int(k): dict(v) for k, v in theirs_cell["seeds"].items()}
+        borrowed.append(name)
+    return out, borrowed
+
+
 def build_results(
-    plan: dict[str, Any], seeds: dict[str, dict[int, dict[str, Any]]], teachers: dict[str, dict[str, Any]]
+    plan: dict[str, Any],
+    seeds: dict[str, dict[int, dict[str, Any]]],
+    teachers: dict[str, dict[str, Any]],
+    baselines_from: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The ``results.json`` document. ``plan``: ``plan.json``'s cells and tables; ``seeds``: cell name
-    -> seed -> final metrics (finished runs only); ``teachers``: name -> checkpoint and metrics."""
+    -> seed -> final metrics (finished runs only); ``teachers``: name -> checkpoint and metrics;
+    ``baselines_from``: ``{"source", "cells"}`` when baseline seeds were borrowed (``borrow_baselines``)."""
     cells: dict[str, Any] = {}
     for c in plan["cells"]:
         per_seed = {int(k): {m: v.get(m) for m in METRICS} for k, v in seeds.get(c["name"], {}).items()}
@@ -68,7 +113,7 @@ def build_results(
             if entry["teacher"] is not None and base is not None
             else None
         )
-    return {
+    doc = {
         "format": FORMAT,
         "scale": plan.get("scale"),
         "overrides": plan.get("overrides", []),
@@ -76,6 +121,12 @@ def build_results(
         "tables": plan["tables"],
         "cells": cells,
     }
+    if baselines_from and baselines_from.get("cells"):
+        doc["baselines_from"] = {
+            "source": str(baselines_from["source"]),
+            "cells": list(baselines_from["cells"]),
+        }
+    return doc
 
 
 def merge_results(docs: list[dict[str, Any]], sources: list[str]) -> dict[str, Any]:
@@ -121,7 +172,16 @@ def merge_results(docs: list[dict[str, Any]], sources: list[str]) -> dict[str, A
         "overrides": first.get("overrides", []),
         "cells": list(meta.values()),
     }
-    return build_results(plan | {"tables": tables}, seeds, teachers)
+    borrowed = [d["baselines_from"] for d in docs if d.get("baselines_from")]
+    baselines_from = (
+        {
+            "source": ", ".join(dict.fromkeys(b["source"] for b in borrowed)),
+            "cells": list(dict.fromkeys(c for b in borrowed for c in b["cells"])),
+        }
+        if borrowed
+        else None
+    )
+    return build_results(plan | {"tables": tables}, seeds, teachers, baselines_from)
 
 
 def _fmt(x: float | None, signed: bool = False) -> str:
@@ -211,6 +271,12 @@ def results_markdown(doc: dict[str, Any]) -> str:
     ]
     if doc.get("overrides"):
         parts.append("Overrides of every run: " + ", ".join(f"`{o}`" for o in doc["overrides"]) + ".")
+    borrowed = doc.get("baselines_from")
+    if borrowed:
+        parts.append(
+            "Baselines " + ", ".join(f"`{c}`" for c in borrowed["cells"]) + f" from `{borrowed['source']}` "
+            "(same scale and overrides but for `distill.*`, which a baseline does not read)."
+        )
     if doc.get("teachers"):
         parts += ["", "| teacher | checkpoint | mAP | NDS |", "|---|---|---:|---:|"]
         for k, v in doc["teachers"].items():

@@ -213,3 +213,56 @@ def test_describe_marks_states(plan_with_states):
     assert "bevdet-none/seed0" in text and "finished" in text
     assert "interrupted (checkpoint at epoch 5 of 12)" in text
     assert Path(plan.spec.out).name in text
+
+
+def test_cli_baselines_from_another_plan(tmp_path, monkeypatch):
+    """A plan that sweeps a distill.* key reuses another plan's baseline seeds (recorded in plan.json, so
+    a later sitting keeps them); a plan with other baseline overrides is refused before anything runs."""
+    from distillbev.experiments.stats import build_results, write_results
+
+    ckpt = fake_teacher(tmp_path / "cp.pt")
+    base_spec = PlanSpec(out=tmp_path / "base", seeds=2, students=("bevdet",), teachers={"centerpoint": ckpt})
+    base = make_plan(base_spec, ["bevdet-none"])
+    seeds = {"bevdet-none": {0: metrics(0.2, 0.3), 1: metrics(0.3, 0.4)}}
+    from distillbev.experiments.plan import plan_document
+
+    write_results(build_results(plan_document(base.spec, base.cells, base.tables), seeds, {}), base_spec.out)
+    spec = PlanSpec(
+        out=tmp_path / "w01",
+        seeds=2,
+        students=("bevdet",),
+        teachers={"centerpoint": ckpt},
+        overrides=("distill.loss_weight=0.1",),
+        baselines_from=base_spec.out,
+    )
+    plan = make_plan(spec, ["bevdet-centerpoint"])
+    runs = {r.label: r for r in plan.runs}
+    for k, m in ((0, metrics(0.3, 0.4)), (1, metrics(0.4, 0.5))):
+        finish(runs[f"bevdet-centerpoint/seed{k}"], plan.teacher_cfgs["centerpoint"], m)
+    monkeypatch.setattr(runner, "_in_process", _fake_launcher([]))
+    run_plan(plan, in_process=True, echo=lambda s: None)
+    doc = json.loads((spec.out / "results.json").read_text())
+    assert doc["cells"]["bevdet-none"]["seeds"] == {"0": metrics(0.2, 0.3), "1": metrics(0.3, 0.4)}
+    assert doc["cells"]["bevdet-centerpoint"]["gain"]["mAP"]["mean"] == pytest.approx(0.1)
+    assert json.loads((spec.out / "plan.json").read_text())["baselines_from"] == str(base_spec.out)
+    again = make_plan(PlanSpec(out=spec.out, seeds=2, students=("bevdet",), overrides=spec.overrides), [])
+    assert again.spec.baselines_from == base_spec.out and again.baselines_doc is not None
+    r = CliRunner().invoke(
+        app,
+        [
+            "reproduce",
+            "--out",
+            str(tmp_path / "e12"),
+            "--students",
+            "bevdet",
+            "--seeds",
+            "1",
+            "--set",
+            "optim.epochs=1",
+            "--baselines-from",
+            str(base_spec.out),
+            "--dry-run",
+        ],
+    )
+    assert r.exit_code == 2 and "are not this plan's baselines" in r.output
+    assert not (tmp_path / "e12").exists()

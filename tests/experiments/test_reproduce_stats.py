@@ -113,3 +113,37 @@ def test_merge_of_plans_split_by_cell():
     other = dict(b, scale="full")
     with pytest.raises(ValueError, match="not one plan"):
         merge_results([a, other], ["a", "b"])
+
+
+def test_baselines_borrowed_from_a_plan_that_differs_only_in_distill_overrides():
+    from distillbev.experiments.stats import borrow_baselines
+
+    other = build_results(
+        _plan() | {"overrides": ["optim.epochs=8"]},
+        {
+            "bevdet-none": {0: metrics(0.2, 0.3), 1: metrics(0.3, 0.4)},
+            "bevdet-centerpoint": {0: metrics(0.9, 0.9)},
+        },
+        {},
+    )
+    plan = _plan() | {"overrides": ["optim.epochs=8", "distill.loss_weight=0.1"]}
+    own = {"bevdet-centerpoint": {0: metrics(0.3, 0.4), 1: metrics(0.4, 0.5)}}
+    seeds, cells = borrow_baselines(plan, own, other, "plans/a")
+    assert cells == ["bevdet-none"]  # distilled cells are never borrowed, only baselines
+    assert seeds["bevdet-centerpoint"] == own["bevdet-centerpoint"]
+    doc = build_results(plan, seeds, {}, {"source": "plans/a", "cells": cells})
+    g = doc["cells"]["bevdet-centerpoint"]["gain"]["mAP"]
+    # means 0.35 - 0.25; both std sqrt(0.005): spread sqrt(0.005 / 2 + 0.005 / 2) = 0.0707107
+    assert g["mean"] == pytest.approx(0.1) and g["spread"] == pytest.approx(0.0707107, abs=1e-7)
+    assert doc["baselines_from"] == {"source": "plans/a", "cells": ["bevdet-none"]}
+    assert "Baselines `bevdet-none` from `plans/a`" in results_markdown(doc)
+    # the plan's own baseline seeds win: nothing is borrowed for that cell
+    mine = own | {"bevdet-none": {0: metrics(0.1, 0.2)}}
+    seeds, cells = borrow_baselines(plan, mine, other, "plans/a")
+    assert cells == [] and seeds["bevdet-none"] == {0: metrics(0.1, 0.2)}
+    # baselines trained with another schedule are other trainings
+    longer = other | {"overrides": ["optim.epochs=12"]}
+    with pytest.raises(ValueError, match=r"plans/b: its baselines ran with .*'optim.epochs=12'"):
+        borrow_baselines(plan, own, longer, "plans/b")
+    with pytest.raises(ValueError, match="not a distillbev reproduce results.json"):
+        borrow_baselines(plan, own, {"cells": {}}, "plans/c")
