@@ -285,9 +285,13 @@ def results_markdown(doc: dict[str, Any]) -> str:
     for table in doc["tables"]:
         grid = table["key"] == "grid"
         cols = ["student", "teacher"] if grid else ["row"]
+        rows = table_rows(doc, table)
+        if not any(r["entry"] and r["entry"]["seeds"] for r in rows):
+            parts += ["", f"## {table['title']}", "", "No finished run of this table yet."]
+            continue
         parts += ["", f"## {table['title']}", "", "| " + " | ".join(cols + head) + " |"]
         parts.append("|" + "|".join(["---"] * len(cols) + ["---:"] * len(head)) + "|")
-        for r in table_rows(doc, table):
+        for r in rows:
             e = r["entry"]
             first = [e["student"] if e else "?", r["label"]] if grid else [r["label"]]
             if e is None:
