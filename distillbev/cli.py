@@ -246,6 +246,9 @@ def reproduce(
     ),
     resume: bool = typer.Option(False, help="Continue interrupted runs (by default they are left alone)."),
     in_process: bool = typer.Option(False, help="Train in this process instead of one subprocess per run."),
+    jobs: int = typer.Option(
+        1, help="Trainings at once, each a subprocess (e.g. 2 on 2 CPU cores with --set threads=1)."
+    ),
     dry_run: bool = typer.Option(False, help="Print the plan (each run's state and command) and exit."),
 ) -> None:
     """The paper's grid (teachers x students) and ablation tables, N seeds per cell, resumably:
@@ -282,7 +285,7 @@ def reproduce(
     if dry_run:
         return
     with _user_errors():
-        outcome = run_plan(plan, resume=resume, in_process=in_process)
+        outcome = run_plan(plan, resume=resume, in_process=in_process, jobs=jobs)
     typer.echo(
         f"trained {len(outcome['trained'])}, already finished {len(outcome['finished'])}, "
         f"skipped {len(outcome['skipped'])}, failed {len(outcome['failed'])}; results: {out / 'results.md'}"

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -184,11 +185,21 @@ def _clock(seconds: float) -> str:
 
 
 def run_plan(
-    plan: Plan, resume: bool = False, in_process: bool = False, echo: Callable[[str], None] = print
+    plan: Plan,
+    resume: bool = False,
+    in_process: bool = False,
+    echo: Callable[[str], None] = print,
+    jobs: int = 1,
 ) -> dict[str, list[str]]:
     """Train every selected run that is not finished; returns run labels by outcome: ``trained``,
     ``finished`` (already), ``failed``, ``skipped`` (interrupted without ``resume``, changed config,
-    blocked). ``results.md`` / ``results.json`` are rewritten after each run."""
+    blocked). ``results.md`` / ``results.json`` are rewritten after each run. ``jobs``: how many
+    trainings run at once (subprocesses, started in the plan's order; their output lines are prefixed
+    with the run's label)."""
+    if jobs < 1:
+        raise ValueError(f"--jobs must be >= 1, got {jobs}")
+    if jobs > 1 and in_process:
+        raise ValueError("--jobs > 1 trains in subprocesses; it cannot be combined with --in-process")
     out = Path(plan.spec.out)
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "plan.json", plan_document(plan.spec, plan.cells, plan.tables))
@@ -218,13 +229,13 @@ def run_plan(
     for line in outcome["skipped"]:
         echo(f"skip {line}")
     durations: list[float] = []
-    for i, (run, state) in enumerate(todo):
+
+    def train(i: int, run: Run, state: str) -> tuple[int, Run, str, float]:
         ckpt = run.run_dir / "checkpoint.pt"
         resume_from = ckpt if state == "interrupted" and ckpt.is_file() else None
         overwrite = state == "interrupted" and resume_from is None  # stopped before its first checkpoint
-        left = (
-            f", about {_clock(sum(durations) / len(durations) * (len(todo) - i))} left" if durations else ""
-        )
+        done = list(durations)
+        left = f", about {_clock(sum(done) / len(done) * (len(todo) - i) / jobs)} left" if done else ""
         how = "resuming" if resume_from else ("restarting" if overwrite else "training")
         echo(f"[{i + 1}/{len(todo)}] {run.label}: {how}{left}")
         start = time.time()
@@ -232,16 +243,28 @@ def run_plan(
             failure = _in_process(run, resume_from, overwrite)
         else:
             log = out / "logs" / f"{run.cell.name}-seed{run.seed}.log"
-            failure = _subprocess(train_command(run, resume_from, overwrite), log, echo)
-        durations.append(time.time() - start)
+            say = echo if jobs == 1 else (lambda line: echo(f"{run.label}: {line}"))
+            failure = _subprocess(train_command(run, resume_from, overwrite), log, say)
+        return i, run, failure, time.time() - start
+
+    def finished(i: int, run: Run, failure: str, took: float) -> None:
+        durations.append(took)
         outcome["failed" if failure else "trained"].append(
             f"{run.label}: {failure}" if failure else run.label
         )
         echo(
-            f"[{i + 1}/{len(todo)}] {run.label}: {'FAILED ' + failure if failure else 'done'} "
-            f"in {_clock(durations[-1])}"
+            f"[{i + 1}/{len(todo)}] {run.label}: {'FAILED ' + failure if failure else 'done'} in {_clock(took)}"
         )
         write_results(collect_results(plan, excluded), out)
+
+    if jobs == 1:  # in this thread: an in-process training may install signal handlers
+        for i, (run, state) in enumerate(todo):
+            finished(*train(i, run, state))
+    else:
+        with ThreadPoolExecutor(max_workers=jobs) as pool:
+            futures = [pool.submit(train, i, run, state) for i, (run, state) in enumerate(todo)]
+            for future in as_completed(futures):
+                finished(*future.result())
     write_results(collect_results(plan, excluded), out)
     return outcome
 

@@ -266,3 +266,38 @@ def test_cli_baselines_from_another_plan(tmp_path, monkeypatch):
     )
     assert r.exit_code == 2 and "are not this plan's baselines" in r.output
     assert not (tmp_path / "e12").exists()
+
+
+def test_jobs_run_trainings_side_by_side(tmp_path, monkeypatch):
+    """--jobs 2: at most two trainings at once, every run trained once, results written after each;
+    output lines carry their run's label; --jobs with --in-process, or below 1, is refused."""
+    import threading
+    import time
+
+    spec = PlanSpec(out=tmp_path / "plan", seeds=5, students=("bevdet",))
+    plan = make_plan(spec, ["bevdet-none"])  # 5 runs
+    lock, live, peak, started = threading.Lock(), [0], [0], []
+
+    def fake_subprocess(argv, log, echo):
+        with lock:
+            live[0] += 1
+            peak[0] = max(peak[0], live[0])
+            started.append(argv[argv.index("--out") + 1])
+        echo("step 1")
+        time.sleep(0.2)
+        with lock:
+            live[0] -= 1
+        return ""
+
+    monkeypatch.setattr(runner, "_subprocess", fake_subprocess)
+    lines: list[str] = []
+    outcome = run_plan(plan, jobs=2, echo=lines.append)
+    assert peak[0] == 2  # two at once, never more
+    assert sorted(outcome["trained"]) == [f"bevdet-none/seed{k}" for k in range(5)]
+    assert started[:2] == [str(r.run_dir) for r in plan.runs[:2]]  # started in the plan's order
+    assert "bevdet-none/seed3: step 1" in lines
+    assert (spec.out / "results.json").is_file()
+    with pytest.raises(ValueError, match="cannot be combined with --in-process"):
+        run_plan(plan, jobs=2, in_process=True, echo=lines.append)
+    with pytest.raises(ValueError, match="--jobs must be >= 1"):
+        run_plan(plan, jobs=0, echo=lines.append)
