@@ -252,9 +252,8 @@ def run_plan(
         outcome["failed" if failure else "trained"].append(
             f"{run.label}: {failure}" if failure else run.label
         )
-        echo(
-            f"[{i + 1}/{len(todo)}] {run.label}: {'FAILED ' + failure if failure else 'done'} in {_clock(took)}"
-        )
+        status = "FAILED " + failure if failure else "done"
+        echo(f"[{i + 1}/{len(todo)}] {run.label}: {status} in {_clock(took)}")
         write_results(collect_results(plan, excluded), out)
 
     if jobs == 1:  # in this thread: an in-process training may install signal handlers
