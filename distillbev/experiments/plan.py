@@ -239,7 +239,8 @@ def plan_document(spec: PlanSpec, cells: list[Cell], tables: list[Table]) -> dic
         "seeds": spec.seeds,
         "overrides": list(spec.overrides),
         "teachers": {k: str(Path(v).resolve()) for k, v in spec.teachers.items() if v is not None},
-        **({"baselines_from": str(spec.baselines_from)} if spec.baselines_from is not None else {}),
+        # resolved like the teachers, so that a later sitting from another folder finds it
+        **({"baselines_from": str(Path(spec.baselines_from).resolve())} if spec.baselines_from else {}),
         "cells": [asdict(c) for c in cells],
         "tables": [asdict(t) for t in tables],
     }

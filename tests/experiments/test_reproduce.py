@@ -244,9 +244,9 @@ def test_cli_baselines_from_another_plan(tmp_path, monkeypatch):
     doc = json.loads((spec.out / "results.json").read_text())
     assert doc["cells"]["bevdet-none"]["seeds"] == {"0": metrics(0.2, 0.3), "1": metrics(0.3, 0.4)}
     assert doc["cells"]["bevdet-centerpoint"]["gain"]["mAP"]["mean"] == pytest.approx(0.1)
-    assert json.loads((spec.out / "plan.json").read_text())["baselines_from"] == str(base_spec.out)
+    assert json.loads((spec.out / "plan.json").read_text())["baselines_from"] == str(base_spec.out.resolve())
     again = make_plan(PlanSpec(out=spec.out, seeds=2, students=("bevdet",), overrides=spec.overrides), [])
-    assert again.spec.baselines_from == base_spec.out and again.baselines_doc is not None
+    assert again.spec.baselines_from == base_spec.out.resolve() and again.baselines_doc is not None
     r = CliRunner().invoke(
         app,
         [
