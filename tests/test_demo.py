@@ -101,3 +101,35 @@ def test_tiny_demo_shortens_only_the_students_schedule(tmp_path, monkeypatch):
     seen.clear()
     demo.stage_students(DemoPlan(tmp_path / "w", epochs=0, fresh=True), None)
     assert seen and not any(any(a.startswith("optim.epochs=") for a in cmd) for cmd in seen.values())
+
+
+def test_distilled_student_gets_the_demo_kd_weight(tmp_path, monkeypatch):
+    """Only the distilled run carries distill.loss_weight (0.1 at tiny scale by default, --kd-weight
+    otherwise), and the weight is part of its stage key, so a finished run at another weight is not
+    reused."""
+    import distillbev.demo as demo
+
+    seen = {}
+
+    def fake_run(jobs, logs, parallel):
+        seen.update(jobs)
+        for name in jobs:
+            (tmp_path / "w" / name / "run").mkdir(parents=True, exist_ok=True)
+
+    monkeypatch.setattr(demo, "run_trainings", fake_run)
+    monkeypatch.setattr(demo, "read_metrics", lambda run_dir: {"mAP": 0.1})
+    teacher = tmp_path / "t.pt"
+    teacher.write_bytes(b"x")
+    monkeypatch.setattr(demo, "teacher_checkpoint", lambda plan: teacher)
+    demo.stage_students(DemoPlan(tmp_path / "w"), None)
+    assert demo.DEMO_KD_WEIGHT["tiny"] == 0.1
+    kd = [a for a in seen["distilled"] if a.startswith("distill.loss_weight=")]
+    assert kd == ["distill.loss_weight=0.1"]
+    assert not any(a.startswith("distill.") for a in seen["student"])
+    seen.clear()
+    demo.stage_students(DemoPlan(tmp_path / "w"), None)
+    assert not seen  # same inputs: both reused
+    demo.stage_students(DemoPlan(tmp_path / "w", kd_weight=1.0), None)
+    assert set(seen) == {"distilled"} and "distill.loss_weight=1" in seen["distilled"]
+    with pytest.raises(ConfigError, match="kd-weight must be > 0"):
+        DemoPlan(tmp_path, kd_weight=0.0)
