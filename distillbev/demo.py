@@ -402,8 +402,8 @@ def run_demo(plan: DemoPlan) -> str:
     times = ", ".join(f"{k} {v / 60:.1f} min" for k, v in plan.times.items())
     text = (
         f"## distillbev demo ({plan.scale} scale, seed {plan.seed})\n\n{table}\n"
-        f"DistillBEV: configs/distill/full.yaml with the imitation loss weighted {plan.kd_weight:g}. One seed per "
-        "side: a gain needs several seeds to be told from seed noise (distillbev reproduce).\n"
+        f"DistillBEV: configs/distill/full.yaml with the imitation loss weighted {plan.kd_weight:g}. "
+        "One seed per side: a gain needs several seeds to be told from seed noise (distillbev reproduce).\n"
         f"Stage times: {times}; total {total / 60:.1f} min.\n"
     )
     plan.workdir.mkdir(parents=True, exist_ok=True)
