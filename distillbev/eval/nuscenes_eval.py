@@ -29,6 +29,7 @@ from nuscenes.eval.detection.evaluate import DetectionEval
 from nuscenes.utils.splits import get_scenes_of_split, is_predefined_split
 
 from distillbev.data.index import open_devkit
+from distillbev.eval.localisation import localisation_breakdown
 from distillbev.eval.motion import motion_breakdown
 from distillbev.eval.results import ResultsError, load_results
 from distillbev.io import write_json
@@ -192,9 +193,11 @@ def evaluate(
     ``AAE/<class>`` (None where the devkit leaves them undefined), ``AP@<th>m/<class>``,
     ``mAP_<lo>-<hi>m`` and ``AP_<lo>-<hi>m/<class>`` per distance bin (empty ``distance_bins`` skips
     them), the heading / velocity breakdown ``motion/<key>/<class>`` of
-    :func:`distillbev.eval.motion.motion_breakdown`, counts and ``eval_time_s``. The dict is also
-    written atomically to ``out_dir/metrics.json``; the devkit's own ``metrics_summary.json`` /
-    ``metrics_details.json`` land beside it. Pass an already loaded ``nusc`` to skip reloading the tables.
+    :func:`distillbev.eval.motion.motion_breakdown`, the radial / lateral centre error
+    ``loc/<key>/<class>`` of :func:`distillbev.eval.localisation.localisation_breakdown`, counts and
+    ``eval_time_s``. The dict is also written atomically to ``out_dir/metrics.json``; the devkit's own
+    ``metrics_summary.json`` / ``metrics_details.json`` land beside it. Pass an already loaded ``nusc``
+    to skip reloading the tables.
     """
     start = time.perf_counter()
     out_dir = Path(out_dir)
@@ -227,6 +230,7 @@ def evaluate(
         summary = ev.main(plot_examples=0, render_curves=False)
         flat = flatten_summary(summary)
         flat.update(motion_breakdown(ev.gt_boxes, ev.pred_boxes, dist_th=cfg.dist_th_tp))
+        flat.update(localisation_breakdown(ev.gt_boxes, ev.pred_boxes, dist_th=cfg.dist_th_tp))
         if distance_bins:
             flat.update(_distance_metrics(ev, distance_bins))
     flat.update(

@@ -14,6 +14,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
+from distillbev.eval.localisation import LOC_KEYS
 from distillbev.eval.motion import DIST_TH, MIN_SCORE, MOTION_KEYS, MOVING_SPEED
 from distillbev.io import write_text
 from distillbev.structures import CLASS_NAMES
@@ -115,6 +116,36 @@ def format_motion_table(metrics: dict[str, Any]) -> Table | None:
     return table
 
 
+_LOC_HEADERS = {  # column header of each key of distillbev.eval.localisation.LOC_KEYS
+    "n": "n",
+    "radial_bias": "radial bias",
+    "radial_abs": "|radial|",
+    "lateral_abs": "|lateral|",
+    "radial_bias_rel": "bias/range",
+}
+
+
+def format_localisation_table(metrics: dict[str, Any]) -> Table | None:
+    """A rich Table of the radial / lateral split of the centre error (None when the dict has none)."""
+    names = [n for n in (*CLASS_NAMES, "all") if f"loc/n/{n}" in metrics]
+    if not names:
+        return None
+    table = Table(
+        title="centre error of matched detections along / across the line of sight",
+        caption=f"score >= {MIN_SCORE:g}, centre within {DIST_TH:g} m; radial: predicted minus GT range"
+        " (m, > 0: too far); lateral: across the line of sight (m); bias/range: mean radial error / GT range",
+        box=box.SIMPLE_HEAD,
+    )
+    table.add_column("class")
+    for key in LOC_KEYS:
+        table.add_column(_LOC_HEADERS[key], justify="right", no_wrap=True)
+    for n in names:
+        if n == "all":
+            table.add_section()
+        table.add_row(n, *[_fmt(metrics.get(f"loc/{k}/{n}"), 0 if k == "n" else 2) for k in LOC_KEYS])
+    return table
+
+
 def print_metrics(metrics: dict[str, Any], title: str | None = None, console: Console | None = None) -> None:
     """Print the headline line, the per-class table and (if present) the per-distance and motion tables."""
     console = console or Console()
@@ -127,6 +158,9 @@ def print_metrics(metrics: dict[str, Any], title: str | None = None, console: Co
     motion = format_motion_table(metrics)
     if motion is not None:
         console.print(motion)
+    loc = format_localisation_table(metrics)
+    if loc is not None:
+        console.print(loc)
 
 
 def _md_table(header: list[str], rows: list[list[str]]) -> str:
