@@ -76,9 +76,8 @@ def test_student_choice_names_the_rows(tmp_path):
     assert "| BEVFormer (baseline) | camera | 0.100 |" in table
 
 
-def test_tiny_demo_shortens_only_the_students_schedule(tmp_path, monkeypatch):
-    """At tiny scale both students train DEMO_EPOCHS epochs (the hour budget) with the same seed and
-    preset; --epochs 0 keeps the preset's; smoke keeps its own."""
+def _fake_trainings(tmp_path, monkeypatch) -> dict:
+    """Replace the demo's trainings with a recorder: the returned dict gets each stage's command."""
     import distillbev.demo as demo
 
     seen = {}
@@ -93,6 +92,15 @@ def test_tiny_demo_shortens_only_the_students_schedule(tmp_path, monkeypatch):
     teacher = tmp_path / "t.pt"
     teacher.write_bytes(b"x")
     monkeypatch.setattr(demo, "teacher_checkpoint", lambda plan: teacher)
+    return seen
+
+
+def test_tiny_demo_shortens_only_the_students_schedule(tmp_path, monkeypatch):
+    """At tiny scale both students train DEMO_EPOCHS epochs (the hour budget) with the same seed and
+    preset; --epochs 0 keeps the preset's; smoke keeps its own."""
+    import distillbev.demo as demo
+
+    seen = _fake_trainings(tmp_path, monkeypatch)
     demo.stage_students(DemoPlan(tmp_path / "w"), None)
     assert set(seen) == {"student", "distilled"}
     for cmd in seen.values():
@@ -109,18 +117,7 @@ def test_distilled_student_gets_the_demo_kd_weight(tmp_path, monkeypatch):
     reused."""
     import distillbev.demo as demo
 
-    seen = {}
-
-    def fake_run(jobs, logs, parallel):
-        seen.update(jobs)
-        for name in jobs:
-            (tmp_path / "w" / name / "run").mkdir(parents=True, exist_ok=True)
-
-    monkeypatch.setattr(demo, "run_trainings", fake_run)
-    monkeypatch.setattr(demo, "read_metrics", lambda run_dir: {"mAP": 0.1})
-    teacher = tmp_path / "t.pt"
-    teacher.write_bytes(b"x")
-    monkeypatch.setattr(demo, "teacher_checkpoint", lambda plan: teacher)
+    seen = _fake_trainings(tmp_path, monkeypatch)
     demo.stage_students(DemoPlan(tmp_path / "w"), None)
     assert demo.DEMO_KD_WEIGHT["tiny"] == 0.1
     kd = [a for a in seen["distilled"] if a.startswith("distill.loss_weight=")]

@@ -96,24 +96,40 @@ _MOTION_HEADERS = {  # column header of each key of distillbev.eval.motion.MOTIO
 }
 
 
-def format_motion_table(metrics: dict[str, Any]) -> Table | None:
-    """A rich Table of the heading / velocity breakdown (None when the dict has none)."""
-    names = [n for n in CLASS_NAMES if f"motion/n/{n}" in metrics]
+def _breakdown_table(
+    metrics: dict[str, Any],
+    prefix: str,
+    keys: tuple[str, ...],
+    headers: dict[str, str],
+    names: tuple[str, ...],
+    title: str,
+    caption: str,
+) -> Table | None:
+    """A rich Table of ``<prefix>/<key>/<name>`` values, a row per name present (``all`` in its own section);
+    None when the dict has none."""
+    names = tuple(n for n in names if f"{prefix}/n/{n}" in metrics)
     if not names:
         return None
-    table = Table(
+    table = Table(title=title, caption=caption, box=box.SIMPLE_HEAD)
+    table.add_column("class")
+    for key in keys:
+        table.add_column(headers[key], justify="right", no_wrap=True)
+    for n in names:
+        if n == "all":
+            table.add_section()
+        table.add_row(n, *[_fmt(metrics.get(f"{prefix}/{k}/{n}"), 0 if k == "n" else 2) for k in keys])
+    return table
+
+
+def format_motion_table(metrics: dict[str, Any]) -> Table | None:
+    """A rich Table of the heading / velocity breakdown (None when the dict has none)."""
+    return _breakdown_table(
+        metrics, "motion", MOTION_KEYS, _MOTION_HEADERS, CLASS_NAMES,
         title="heading and velocity of matched detections",
         caption=f"score >= {MIN_SCORE:g}, centre within {DIST_TH:g} m; <30 / >150: share of headings within"
         f" 30 / past 150 deg (mv: moving > {MOVING_SPEED:g} m/s, st: static); v: mean speed of moving ones;"
         " AVE: velocity error (m/s)",
-        box=box.SIMPLE_HEAD,
     )
-    table.add_column("class")
-    for key in MOTION_KEYS:
-        table.add_column(_MOTION_HEADERS[key], justify="right", no_wrap=True)
-    for n in names:
-        table.add_row(n, *[_fmt(metrics.get(f"motion/{k}/{n}"), 0 if k == "n" else 2) for k in MOTION_KEYS])
-    return table
 
 
 _LOC_HEADERS = {  # column header of each key of distillbev.eval.localisation.LOC_KEYS
@@ -127,23 +143,12 @@ _LOC_HEADERS = {  # column header of each key of distillbev.eval.localisation.LO
 
 def format_localisation_table(metrics: dict[str, Any]) -> Table | None:
     """A rich Table of the radial / lateral split of the centre error (None when the dict has none)."""
-    names = [n for n in (*CLASS_NAMES, "all") if f"loc/n/{n}" in metrics]
-    if not names:
-        return None
-    table = Table(
+    return _breakdown_table(
+        metrics, "loc", LOC_KEYS, _LOC_HEADERS, (*CLASS_NAMES, "all"),
         title="centre error of matched detections along / across the line of sight",
         caption=f"score >= {MIN_SCORE:g}, centre within {DIST_TH:g} m; radial: predicted minus GT range"
         " (m, > 0: too far); lateral: across the line of sight (m); bias/range: mean radial error / GT range",
-        box=box.SIMPLE_HEAD,
     )
-    table.add_column("class")
-    for key in LOC_KEYS:
-        table.add_column(_LOC_HEADERS[key], justify="right", no_wrap=True)
-    for n in names:
-        if n == "all":
-            table.add_section()
-        table.add_row(n, *[_fmt(metrics.get(f"loc/{k}/{n}"), 0 if k == "n" else 2) for k in LOC_KEYS])
-    return table
 
 
 def print_metrics(metrics: dict[str, Any], title: str | None = None, console: Console | None = None) -> None:
