@@ -6,6 +6,8 @@ output element, one point that holds the maximum (the highest index among ties) 
 the backward is a single scatter of the output gradient to those points. Gradients equal the built-in's
 wherever the maximum is unique; on ties the built-in splits the gradient evenly and this gives it all to
 one point (in a PFN, ties only occur at 0 after the ReLU, where no gradient passes anyway).
+When no gradient is wanted (a frozen teacher, evaluation) only the reduction itself runs: recording the
+winners costs more than the reduction.
 """
 
 from __future__ import annotations
@@ -45,4 +47,7 @@ def scatter_max(x: torch.Tensor, index: torch.Tensor, size: int) -> torch.Tensor
         )
     if x.shape[0] >= 2**31:
         raise ValueError(f"scatter_max: {x.shape[0]} points exceed the int32 winner index")
+    if not (torch.is_grad_enabled() and x.requires_grad):
+        idx = index[:, None].expand_as(x)
+        return x.new_zeros((size, x.shape[1])).scatter_reduce_(0, idx, x, "amax", include_self=True)
     return _ScatterMax.apply(x, index, size)

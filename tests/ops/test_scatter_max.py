@@ -23,6 +23,19 @@ def test_values_equal_a_python_loop_and_empty_groups_are_zero():
     assert torch.equal(out[7], torch.zeros(5)) and torch.equal(out[40:], torch.zeros(5, 5))
 
 
+def test_without_gradients_the_values_are_the_same():
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(400, 4, generator=g)
+    index = torch.randint(0, 50, (400,), generator=g)
+    with torch.no_grad():
+        fast = scatter_max(x.clone().requires_grad_(), index, 60)
+    plain = scatter_max(x, index, 60)  # no requires_grad: the same path outside no_grad
+    tracked = scatter_max(x.clone().requires_grad_(), index, 60)
+    assert tracked.grad_fn is not None and fast.grad_fn is None
+    assert torch.equal(fast, _reference(x, index, 60)) and torch.equal(plain, fast)
+    assert torch.equal(tracked.detach(), fast)
+
+
 def _builtin(x: torch.Tensor, index: torch.Tensor, size: int) -> torch.Tensor:
     """The same reduction with torch's own scatter_reduce (zero floor, built-in gradient)."""
     return x.new_zeros(size, x.shape[1]).scatter_reduce(
