@@ -25,8 +25,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from train_step import fake_batch  # noqa: E402
 
 from distillbev.config import load_config  # noqa: E402
-from distillbev.models import build_model  # noqa: E402
-from distillbev.models import pillar_encoder  # noqa: E402
+from distillbev.models import (
+    build_model,  # noqa: E402
+    pillar_encoder,  # noqa: E402
+)
 from distillbev.ops import scatter_max as sm  # noqa: E402
 from distillbev.paths import ROOT  # noqa: E402
 from distillbev.train.config import RunConfig  # noqa: E402
