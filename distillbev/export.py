@@ -199,7 +199,7 @@ def export_checkpoint(
 ) -> dict[str, Any]:
     """``distillbev export``: the student of ``checkpoint`` with the cameras of val sample ``index`` (of
     the checkpoint's dataroot, or ``--set data.dataroot=...``) fixed, to ``out``. Returns the metadata."""
-    from distillbev.config import config_hash, load_config, to_dict
+    from distillbev.config import config_hash, to_dict
     from distillbev.data.collate import collate
     from distillbev.io import check_writable
     from distillbev.structures import CAMERA_NAMES
@@ -207,7 +207,7 @@ def export_checkpoint(
     from distillbev.train.data import make_dataset
 
     check_writable(out)
-    student, cfg, blob = load_model(checkpoint)
+    student, cfg, blob = load_model(checkpoint, overrides=list(overrides))
     if cfg.is_teacher:
         raise ValueError(f"{checkpoint} holds a {cfg.model!r} LiDAR teacher; export takes a camera student")
     if not isinstance(student, BEVDet):
@@ -215,7 +215,6 @@ def export_checkpoint(
             f"{checkpoint} holds a {model_kind(cfg)!r} student; export supports the lift-splat students "
             "(BEVDet, BEVDepth and their 4D versions)"
         )
-    cfg = load_config(RunConfig, [], list(overrides), base=cfg)
     ds = make_dataset(cfg, train=False)
     if not 0 <= index < len(ds):
         raise IndexError(f"--index {index} outside the val split {cfg.data.val_split!r} ({len(ds)} samples)")

@@ -160,7 +160,6 @@ def score_checkpoint(
 
     from distillbev.io import check_writable, write_json
     from distillbev.train.checkpoint import load_model
-    from distillbev.train.config import RunConfig
     from distillbev.train.run import evaluate_model
 
     if not version or not split:
@@ -169,8 +168,7 @@ def score_checkpoint(
     check_writable(out_dir, folder=True)
     if out is not None:
         check_writable(out)
-    model, cfg, _ = load_model(checkpoint)
-    cfg = load_config(RunConfig, [], overrides, base=cfg)
+    model, cfg, _ = load_model(checkpoint, overrides=overrides)
     cfg = replace(cfg, data=replace(cfg.data, dataroot=str(dataroot), version=version, val_split=split))
     metrics = evaluate_model(model, cfg, out_dir)
     if out is not None:

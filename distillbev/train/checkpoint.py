@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import random
 import subprocess
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from distillbev.config import ConfigError, config_from_dict, config_hash, to_dict
+from distillbev.config import ConfigError, config_from_dict, config_hash, load_config, to_dict
 from distillbev.io import atomic_path
 from distillbev.train.config import RunConfig
 
@@ -161,14 +162,21 @@ def load_state_strict(module: nn.Module, state: dict[str, torch.Tensor], what: s
     module.load_state_dict(state, strict=True)
 
 
-def load_model(path: Path, expected_kind: str | None = None) -> tuple[nn.Module, RunConfig, dict[str, Any]]:
-    """Build the model a checkpoint describes and load its weights (strict)."""
+def load_model(
+    path: Path, expected_kind: str | None = None, overrides: Sequence[str] = ()
+) -> tuple[nn.Module, RunConfig, dict[str, Any]]:
+    """Build the model a checkpoint describes and load its weights (strict). ``overrides`` (``key=value``)
+    change the checkpoint's config before the model is built, so that they reach the model (decoding
+    settings such as ``student.head.max_per_task``); one that changes a parameter's shape fails the
+    strict load, naming the parameter."""
     from distillbev.models import build_model
 
     blob = read_checkpoint(path)
     if expected_kind is not None and blob["kind"] != expected_kind:
         raise ValueError(f"{path} holds a {blob['kind']!r} model, expected {expected_kind!r}")
     cfg = checkpoint_config(blob, path)
+    if overrides:
+        cfg = load_config(RunConfig, [], list(overrides), base=cfg)
     model = build_model(cfg)
     load_state_strict(model, blob["model"], f"checkpoint {path}")
     return model, cfg, blob

@@ -49,6 +49,24 @@ def test_teacher_checkpoint_says_what_it_is(teacher_ckpt):
         load_model(teacher_ckpt, expected_kind="bevdet")
 
 
+def test_overrides_reach_the_model_a_checkpoint_builds(smoke_world, teacher_ckpt):
+    from distillbev.data.collate import collate
+    from distillbev.train.data import make_dataset
+
+    _, cfg, _ = load_model(teacher_ckpt)
+    batch = collate([make_dataset(cfg, train=False)[0]])
+    loose = ["teacher.head.score_threshold=0.0"]  # every candidate passes: only the cap limits the count
+    counts = {}
+    for cap in (83, 3):
+        model, cfg, _ = load_model(teacher_ckpt, overrides=[*loose, f"teacher.head.max_per_task={cap}"])
+        assert cfg.teacher.head.max_per_task == cap and model.head.cfg.max_per_task == cap
+        with torch.no_grad():
+            counts[cap] = len(model.eval().predict(batch)[0].boxes)
+    assert counts[3] == 3 and counts[83] > 3
+    with pytest.raises(ValueError, match="pfn"):  # a shape change fails the strict load, naming the layer
+        load_model(teacher_ckpt, overrides=["teacher.pfn_channels=8"])
+
+
 def test_wrong_checkpoint_is_refused(teacher_ckpt, tmp_path):
     cfg = load_config(RunConfig, [ROOT / "configs/student/bevdet.yaml"], STUDENT_SMOKE)
     student = build_model(cfg)
