@@ -15,11 +15,17 @@ from __future__ import annotations
 import torch
 
 
+def _reduce(x: torch.Tensor, index: torch.Tensor, size: int) -> torch.Tensor:
+    """The zero-floored scatter-max itself, ``(size, C)``."""
+    idx = index[:, None].expand_as(x)
+    return x.new_zeros((size, x.shape[1])).scatter_reduce_(0, idx, x, "amax", include_self=True)
+
+
 class _ScatterMax(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: torch.Tensor, index: torch.Tensor, size: int) -> torch.Tensor:
         idx = index[:, None].expand_as(x)
-        out = x.new_zeros((size, x.shape[1])).scatter_reduce_(0, idx, x, "amax", include_self=True)
+        out = _reduce(x, index, size)
         holds_max = x == out.gather(0, idx)
         pos = torch.arange(x.shape[0], device=x.device, dtype=torch.int32)[:, None].expand_as(x)
         winner = torch.full((size, x.shape[1]), -1, dtype=torch.int32, device=x.device)
@@ -48,6 +54,5 @@ def scatter_max(x: torch.Tensor, index: torch.Tensor, size: int) -> torch.Tensor
     if x.shape[0] >= 2**31:
         raise ValueError(f"scatter_max: {x.shape[0]} points exceed the int32 winner index")
     if not (torch.is_grad_enabled() and x.requires_grad):
-        idx = index[:, None].expand_as(x)
-        return x.new_zeros((size, x.shape[1])).scatter_reduce_(0, idx, x, "amax", include_self=True)
+        return _reduce(x, index, size)
     return _ScatterMax.apply(x, index, size)
