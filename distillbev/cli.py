@@ -244,6 +244,11 @@ def reproduce(
         help="Another plan folder whose baseline seeds (<student>-none) this plan reuses where it has none "
         "of its own; it must differ only in distill.* overrides (default: the plan's recorded one).",
     ),
+    head_baselines: bool = typer.Option(
+        True,
+        help="Grid rows of the plain student started from each teacher's head task branches (the "
+        "baseline a distilled student, which inherits that head, is fairly compared with).",
+    ),
     resume: bool = typer.Option(False, help="Continue interrupted runs (by default they are left alone)."),
     in_process: bool = typer.Option(False, help="Train in this process instead of one subprocess per run."),
     jobs: int = typer.Option(
@@ -279,6 +284,7 @@ def reproduce(
             ablation_teacher=ablation_teacher,
             overrides=tuple(overrides),
             baselines_from=baselines_from,
+            head_baselines=head_baselines,
         )
         plan = make_plan(spec, cells)
     typer.echo("\n".join(describe(plan, commands=dry_run)))

@@ -1,7 +1,11 @@
 """The reproduction plan: which cells exist, which (cell, seed) runs they need, and where each run stands.
 
 A cell is one row of one of the paper's tables: a student preset, a teacher (or none, the baseline)
-and a distillation preset of ``configs/distill/``. Ablation rows whose preset states the same values as
+and a distillation preset of ``configs/distill/``. The distillation presets start the student from the
+teacher's head task branches (``distill.inherit_head``, as the official recipe does), so the grid also
+has, per teacher, the plain student started from that teacher's head (``inherit_head_from``, no
+imitation loss): against it a distilled student's gain is the imitation loss's own share
+(docs/reproduce.md). Ablation rows whose preset states the same values as
 another cell (``layers_B1_B2_H`` = ``components_fgbg_att_scale``; ``full`` with the ablation teacher =
 the grid cell) are the same cell, trained once and shown in every table that has it.
 Each (cell, seed) run lives in ``PLAN_DIR/<cell>/seed<k>``, a plain ``distillbev train`` run folder.
@@ -46,18 +50,30 @@ LAYER_ORDER = ("no teacher", "B0 + B1 + B2 + H", "H", "B2 + H", "B1 + B2 + H")
 
 @dataclass(frozen=True)
 class Cell:
-    """One table cell: ``student`` preset stem, ``teacher`` (None = baseline), ``distill`` preset stem."""
+    """One table cell: ``student`` preset stem, ``teacher`` (None = baseline), ``distill`` preset stem.
+    ``head``: a plain student (``distill`` None) whose head task branches start from ``teacher``'s."""
 
     name: str  # e.g. "bevdet-none", "bevdet-mvp", "bevdet4d-centerpoint-layers_H"
     student: str
     teacher: str | None
     distill: str | None
     groups: tuple[str, ...]  # the tables that show it: grid, components, layers
+    head: bool = False
 
     @property
     def baseline(self) -> str:
         """The name of the same student's baseline cell."""
         return f"{self.student}-none"
+
+    @property
+    def distilled(self) -> bool:
+        """Trained with a teacher and an imitation loss (not a baseline, with or without a head)."""
+        return self.distill is not None
+
+
+def head_cell_name(student: str, teacher: str) -> str:
+    """The cell of ``student`` trained alone from ``teacher``'s head task branches."""
+    return f"{student}-none-head_{teacher}"
 
 
 @dataclass(frozen=True)
@@ -84,6 +100,7 @@ class PlanSpec:
     ablation_teacher: str = "centerpoint"
     overrides: tuple[str, ...] = ()  # --set for every run (and data.dataroot from --dataroot)
     baselines_from: Path | None = None  # another plan whose baseline seeds this one reuses
+    head_baselines: bool = True  # the grid's "plain student from the teacher's head" cells
 
     def __post_init__(self) -> None:
         if self.scale not in SCALES:
@@ -132,9 +149,14 @@ def _distill_values(name: str) -> str:
 
 
 def build_grid(
-    students: tuple[str, ...], ablation_student: str = "bevdet4d", ablation_teacher: str = "centerpoint"
+    students: tuple[str, ...],
+    ablation_student: str = "bevdet4d",
+    ablation_teacher: str = "centerpoint",
+    head_baselines: bool = True,
 ) -> tuple[list[Cell], list[Table]]:
-    """Every cell of the paper's tables for these students, and the tables (rows -> cell names)."""
+    """Every cell of the paper's tables for these students, and the tables (rows -> cell names). With
+    ``head_baselines`` the grid puts before each distilled row the plain student started from that
+    teacher's head task branches."""
     cells: dict[str, Cell] = {}
     by_values: dict[tuple, str] = {}
 
@@ -155,6 +177,10 @@ def build_grid(
     for s in students:
         grid_rows.append((TEACHER_NAMES[None], add(s, None, None, "grid")))
         for t in TEACHERS:
+            if head_baselines:
+                name = head_cell_name(s, t)
+                cells[name] = Cell(name, s, t, None, ("grid",), head=True)
+                grid_rows.append((f"none, {TEACHER_NAMES[t]}'s head", name))
             grid_rows.append((TEACHER_NAMES[t], add(s, t, "full", "grid")))
     t_name = TEACHER_NAMES[ablation_teacher]
 
@@ -201,8 +227,10 @@ def select_cells(cells: list[Cell], patterns: list[str]) -> list[Cell]:
 
 def plan_runs(spec: PlanSpec, cells: list[Cell]) -> list[Run]:
     """Every (cell, seed) run, seed-major (seed 0 of every cell first, so a partial plan covers the
-    whole grid early), baselines before the distilled cells within a seed."""
-    ordered = sorted(cells, key=lambda c: c.teacher is not None)  # stable: keeps the table order
+    whole grid early), baselines (plain, then from a teacher's head) before the distilled cells within
+    a seed. A head cell trains without ``--teacher``: its teacher checkpoint (resolved, so that the
+    config reads the same from any folder) goes to ``inherit_head_from``."""
+    ordered = sorted(cells, key=lambda c: (c.teacher is not None, c.distilled))  # stable: table order
     runs = []
     for seed in range(spec.seeds):
         for cell in ordered:
@@ -217,14 +245,15 @@ def plan_runs(spec: PlanSpec, cells: list[Cell]) -> list[Run]:
                 blocked = f"no --{cell.teacher} teacher checkpoint given"
             elif teacher is not None and not Path(teacher).is_file():
                 blocked = f"teacher checkpoint {teacher} not found"
+            head = (f"inherit_head_from={Path(teacher).resolve()}",) if cell.head and teacher else ()
             runs.append(
                 Run(
                     cell=cell,
                     seed=seed,
                     run_dir=Path(spec.out) / cell.name / f"seed{seed}",
                     files=tuple(files),
-                    overrides=(*spec.overrides, f"seed={seed}"),
-                    teacher=Path(teacher) if teacher is not None else None,
+                    overrides=(*spec.overrides, *head, f"seed={seed}"),
+                    teacher=Path(teacher) if teacher is not None and not cell.head else None,
                     blocked=blocked,
                 )
             )

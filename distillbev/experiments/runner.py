@@ -74,7 +74,9 @@ def make_plan(spec: PlanSpec, patterns: list[str]) -> Plan:
     teachers = {**recorded_teachers(spec.out), **{k: v for k, v in spec.teachers.items() if v is not None}}
     baselines_from = spec.baselines_from or recorded_baselines_from(spec.out)
     spec = replace(spec, teachers=teachers, baselines_from=baselines_from)
-    cells, tables = build_grid(spec.student_names(), spec.ablation_student, spec.ablation_teacher)
+    cells, tables = build_grid(
+        spec.student_names(), spec.ablation_student, spec.ablation_teacher, spec.head_baselines
+    )
     runs = plan_runs(spec, select_cells(cells, patterns))
     plan = Plan(spec, cells, tables, runs)
     if baselines_from is not None:
@@ -211,7 +213,8 @@ def run_plan(
             outcome["skipped"].append(f"{run.label}: not runnable, {run.blocked}")
             continue
         state, detail = run_state(run.run_dir)
-        diff = config_difference(run, plan.teacher_cfgs.get(run.cell.teacher)) if state != "new" else ""
+        teacher_cfg = plan.teacher_cfgs.get(run.cell.teacher) if run.teacher is not None else None
+        diff = config_difference(run, teacher_cfg) if state != "new" else ""
         if diff:
             excluded.add(run.run_dir.resolve())
             outcome["skipped"].append(

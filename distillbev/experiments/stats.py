@@ -102,6 +102,7 @@ def build_results(
             "student": c["student"],
             "teacher": c["teacher"],
             "distill": c["distill"],
+            "head": bool(c.get("head", False)),
             "groups": list(c["groups"]),
             "seeds": {str(k): per_seed[k] for k in sorted(per_seed)},
             "stats": {m: summarize(v[m] for v in per_seed.values()) for m in METRICS},
@@ -111,6 +112,14 @@ def build_results(
         entry["gain"] = (
             {m: gain(entry["stats"][m], base["stats"][m]) for m in METRICS}
             if entry["teacher"] is not None and base is not None
+            else None
+        )
+        # a distilled student starts from its teacher's head: the plain student started from the same
+        # head is the baseline that isolates the imitation loss
+        head = cells.get(f"{entry['student']}-none-head_{entry['teacher']}")
+        entry["gain_vs_head"] = (
+            {m: gain(entry["stats"][m], head["stats"][m]) for m in METRICS}
+            if entry["distill"] is not None and head is not None and head["head"]
             else None
         )
     doc = {
@@ -156,7 +165,12 @@ def merge_results(docs: list[dict[str, Any]], sources: list[str]) -> dict[str, A
             teachers.setdefault(k, v)
         for name, cell in doc["cells"].items():
             meta.setdefault(
-                name, {"name": name, **{k: cell[k] for k in ("student", "teacher", "distill", "groups")}}
+                name,
+                {
+                    "name": name,
+                    "head": cell.get("head", False),
+                    **{k: cell[k] for k in ("student", "teacher", "distill", "groups")},
+                },
             )
             for s, m in cell["seeds"].items():
                 have = seeds.setdefault(name, {}).get(int(s))
@@ -213,23 +227,35 @@ def table_rows(doc: dict[str, Any], table: dict[str, Any]) -> list[dict[str, Any
     return [{"label": label, "cell": name, "entry": doc["cells"].get(name)} for label, name in table["rows"]]
 
 
+def _verdict(g: dict[str, Any] | None) -> str:
+    """``mAP +0.021 ± 0.003 above the spread; NDS ...`` for the higher-is-better metrics of a gain."""
+    verdict = []
+    for m in HIGHER_IS_BETTER:
+        gm = (g or {}).get(m) or {"mean": None, "spread": None}
+        if gm["mean"] is None or gm["spread"] is None:
+            verdict.append(f"{m} {gain_text(gm)} (needs >= 2 seeds of it and its baseline)")
+        else:
+            ok = gm["mean"] > gm["spread"]
+            verdict.append(f"{m} {gain_text(gm)} {'above' if ok else 'NOT above'} the spread")
+    return "; ".join(verdict)
+
+
 def check_claims(doc: dict[str, Any]) -> list[str]:
     """The paper's claims, one markdown line each, with the numbers that decide them."""
     lines = []
     cells = doc["cells"]
-    grid = [(n, c) for n, c in cells.items() if "grid" in c["groups"] and c["teacher"] is not None]
+    grid = [(n, c) for n, c in cells.items() if "grid" in c["groups"] and c["distill"] is not None]
     for name, c in grid:
-        g = c["gain"] or {}
-        verdict = []
-        for m in HIGHER_IS_BETTER:
-            gm = g.get(m) or {"mean": None, "spread": None}
-            if gm["mean"] is None or gm["spread"] is None:
-                verdict.append(f"{m} {gain_text(gm)} (needs >= 2 seeds of it and its baseline)")
-            else:
-                ok = gm["mean"] > gm["spread"]
-                verdict.append(f"{m} {gain_text(gm)} {'above' if ok else 'NOT above'} the spread")
-        lines.append(f"- {name}: " + "; ".join(verdict))
+        lines.append(f"- {name}: " + _verdict(c["gain"]))
     out = ["Distilled students above their baselines (gain > spread):", *lines, ""]
+    heads = [(n, c) for n, c in grid if c.get("gain_vs_head") is not None]
+    if heads:
+        out += [
+            "Distilled students above the plain student started from the same teacher's head (the "
+            "imitation loss's own share; gain > spread):",
+            *(f"- {n}: " + _verdict(c["gain_vs_head"]) for n, c in heads),
+            "",
+        ]
     students = sorted({c["student"] for _, c in grid})
     mvp_lines = []
     for s in students:
@@ -267,7 +293,9 @@ def results_markdown(doc: dict[str, Any]) -> str:
         f"# DistillBEV reproduction ({doc.get('scale')} scale)",
         "",
         "Official nuScenes metrics (fractions), mean ± sample std over the finished seeds (n). Δ: gain over "
-        "the same student's baseline ± its spread sqrt(s1²/n1 + s2²/n2).",
+        "the same student's baseline ± its spread sqrt(s1²/n1 + s2²/n2). Δ (head): a distilled student's "
+        "gain over the plain student started from the same teacher's head task branches (the distilled "
+        "students start from them too), i.e. the imitation loss's own share.",
     ]
     if doc.get("overrides"):
         parts.append("Overrides of every run: " + ", ".join(f"`{o}`" for o in doc["overrides"]) + ".")
@@ -289,22 +317,21 @@ def results_markdown(doc: dict[str, Any]) -> str:
         if not any(r["entry"] and r["entry"]["seeds"] for r in rows):
             parts += ["", f"## {table['title']}", "", "No finished run of this table yet."]
             continue
-        parts += ["", f"## {table['title']}", "", "| " + " | ".join(cols + head) + " |"]
-        parts.append("|" + "|".join(["---"] * len(cols) + ["---:"] * len(head)) + "|")
+        heads = any(r["entry"] and r["entry"].get("head") for r in rows)
+        names = head + (["ΔmAP (head)", "ΔNDS (head)"] if heads else [])
+        parts += ["", f"## {table['title']}", "", "| " + " | ".join(cols + names) + " |"]
+        parts.append("|" + "|".join(["---"] * len(cols) + ["---:"] * len(names)) + "|")
         for r in rows:
             e = r["entry"]
             first = [e["student"] if e else "?", r["label"]] if grid else [r["label"]]
             if e is None:
-                parts.append("| " + " | ".join(first + ["0"] + ["–"] * (len(head) - 1)) + " |")
+                parts.append("| " + " | ".join(first + ["0"] + ["–"] * (len(names) - 1)) + " |")
                 continue
             n = max(s["n"] for s in e["stats"].values())
             vals = [mean_std_text(e["stats"][m]) for m in METRICS]
-            g = e["gain"] or {}
-            parts.append(
-                "| "
-                + " | ".join(first + [str(n), *vals, gain_text(g.get("mAP")), gain_text(g.get("NDS"))])
-                + " |"
-            )
+            gains = [e["gain"]] + ([e.get("gain_vs_head")] if heads else [])
+            deltas = [gain_text((g or {}).get(m)) for g in gains for m in HIGHER_IS_BETTER]
+            parts.append("| " + " | ".join(first + [str(n), *vals, *deltas]) + " |")
     parts += ["", "## The paper's claims", "", *check_claims(doc)]
     return "\n".join(parts) + "\n"
 

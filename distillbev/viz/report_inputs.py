@@ -167,7 +167,8 @@ def _plan_teachers(root: Path, runs: list[RunInfo]) -> None:
 
 def _pick_pair(runs: list[RunInfo]) -> tuple[RunInfo | None, RunInfo | None]:
     """The distilled run to show (with metrics; the full recipe, i.e. FP region on, first) and the
-    baseline of the same student, preferably of the same seed."""
+    baseline of the same student, preferably of the same seed and trained from scratch (a plan's
+    grid also has plain students started from a teacher's head, ``inherit_head_from``)."""
     distilled = [r for r in runs if r.role == "distilled" and r.eval_dir]
     baselines = [r for r in runs if r.role == "baseline" and r.eval_dir]
 
@@ -188,7 +189,8 @@ def _pick_pair(runs: list[RunInfo]) -> tuple[RunInfo | None, RunInfo | None]:
     if dist is None:
         return (baselines[0] if baselines else None), None
     same = sorted(
-        (b for b in baselines if b.model == dist.model), key=lambda b: (b.seed != dist.seed, str(b.path))
+        (b for b in baselines if b.model == dist.model),
+        key=lambda b: (b.seed != dist.seed, bool(b.config.get("inherit_head_from")), str(b.path)),
     )
     return (same[0] if same else None), dist
 

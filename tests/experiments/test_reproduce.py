@@ -11,7 +11,7 @@ from plan_helpers import fake_run, fake_teacher, finish, metrics
 from typer.testing import CliRunner
 
 from distillbev.cli import app
-from distillbev.config import ConfigError
+from distillbev.config import ConfigError, read_yaml
 from distillbev.experiments import runner
 from distillbev.experiments.plan import PlanSpec, build_grid, plan_runs, run_state, select_cells
 from distillbev.experiments.runner import make_plan, run_plan
@@ -22,8 +22,16 @@ PAPER = ("bevdet", "bevdet4d", "bevdepth")
 def test_grid_has_every_cell_once():
     cells, tables = build_grid(PAPER)
     names = [c.name for c in cells]
-    assert len(names) == len(set(names)) == 9 + 7  # 3 x 3 grid + 7 ablation-only rows
-    assert names[:3] == ["bevdet-none", "bevdet-centerpoint", "bevdet-mvp"]
+    # 3 x 3 grid + a plain student from each teacher's head per student + 7 ablation-only rows
+    assert len(names) == len(set(names)) == 9 + 6 + 7
+    assert names[:5] == [
+        "bevdet-none",
+        "bevdet-none-head_centerpoint",
+        "bevdet-centerpoint",
+        "bevdet-none-head_mvp",
+        "bevdet-mvp",
+    ]
+    assert len(build_grid(PAPER, head_baselines=False)[0]) == 9 + 7
     rows = {t.key: dict(t.rows) for t in tables}
     # The full recipe with the ablation teacher is the grid cell; B1+B2+H is the '+ scaling' row.
     assert rows["components"]["+ FP region (full)"] == "bevdet4d-centerpoint"
@@ -34,12 +42,21 @@ def test_grid_has_every_cell_once():
     assert by_name["bevdet4d-none"].groups == ("grid", "components", "layers")
     assert by_name["bevdet4d-centerpoint-layers_H"].distill == "layers_H"
     assert by_name["bevdet-mvp"].baseline == "bevdet-none"
+    head = by_name["bevdepth-none-head_mvp"]
+    assert head.head and head.teacher == "mvp" and head.distill is None and not head.distilled
+    assert head.groups == ("grid",) and by_name["bevdepth-mvp"].distilled
 
 
 def test_cells_filter_by_glob_table_and_list():
     cells, _ = build_grid(PAPER)
     names = lambda pats: [c.name for c in select_cells(cells, pats)]  # noqa: E731
-    assert names(["bevdet-*"]) == ["bevdet-none", "bevdet-centerpoint", "bevdet-mvp"]
+    assert names(["bevdet-*"]) == [
+        "bevdet-none",
+        "bevdet-none-head_centerpoint",
+        "bevdet-centerpoint",
+        "bevdet-none-head_mvp",
+        "bevdet-mvp",
+    ]
     assert names(["bevdet-none,bevdepth-mvp"]) == ["bevdet-none", "bevdepth-mvp"]
     assert len(names(["layers"])) == 5  # baseline, H, B2+H, B1+B2+H (shared), B0+B1+B2+H
     assert len(names([])) == len(cells)
@@ -52,13 +69,24 @@ def test_plan_runs_are_seed_major_and_name_what_is_missing(tmp_path):
     spec = PlanSpec(out=tmp_path / "plan", seeds=2, students=("bevdet",), teachers={"centerpoint": ckpt})
     cells, _ = build_grid(spec.students)
     runs = plan_runs(spec, select_cells(cells, ["grid"]))
-    assert [r.label for r in runs] == [
-        f"{c}/seed{s}" for s in (0, 1) for c in ("bevdet-none", "bevdet-centerpoint", "bevdet-mvp")
-    ]
-    none, cp, mvp = runs[3:6]
+    # plain baselines, then baselines from a teacher's head, then the distilled cells
+    order = (
+        "bevdet-none",
+        "bevdet-none-head_centerpoint",
+        "bevdet-none-head_mvp",
+        "bevdet-centerpoint",
+        "bevdet-mvp",
+    )
+    assert [r.label for r in runs] == [f"{c}/seed{s}" for s in (0, 1) for c in order]
+    none, cp_head, mvp_head, cp, mvp = runs[5:10]
     assert none.overrides == ("seed=1",) and none.teacher is None and none.files[-1].name == "bevdet.yaml"
     assert cp.files[-1].name == "full.yaml" and cp.teacher == ckpt and not cp.blocked
     assert mvp.blocked == "no --mvp teacher checkpoint given"
+    # a head cell trains no imitation loss: no --teacher, no distill preset, the head from the checkpoint
+    assert cp_head.teacher is None and [f.name for f in cp_head.files] == ["bevdet.yaml"]
+    assert cp_head.overrides == (f"inherit_head_from={ckpt.resolve()}", "seed=1") and not cp_head.blocked
+    assert mvp_head.blocked == "no --mvp teacher checkpoint given"
+    assert "--teacher" not in runner.train_command(cp_head, None, False)
     assert cp.run_dir == tmp_path / "plan" / "bevdet-centerpoint" / "seed1"
     full = PlanSpec(out=tmp_path, scale="full", students=("bevdet",))
     assert plan_runs(full, cells[:1])[0].files[0].name == "bevdet_full.yaml"
@@ -86,9 +114,16 @@ def test_run_states(tmp_path):
 @pytest.fixture
 def plan_with_states(tmp_path):
     """A 2-seed bevdet grid: baseline seed 0 finished, seed 1 interrupted at epoch 5; CenterPoint seed 0
-    new, seed 1 stopped before its first checkpoint; MVP blocked (no checkpoint)."""
+    new, seed 1 stopped before its first checkpoint; MVP blocked (no checkpoint). Without the cells of a
+    plain student from a teacher's head (test_head_baselines_are_run_and_compared has them)."""
     ckpt = fake_teacher(tmp_path / "cp.pt")
-    spec = PlanSpec(out=tmp_path / "plan", seeds=2, students=("bevdet",), teachers={"centerpoint": ckpt})
+    spec = PlanSpec(
+        out=tmp_path / "plan",
+        seeds=2,
+        students=("bevdet",),
+        teachers={"centerpoint": ckpt},
+        head_baselines=False,
+    )
     plan = make_plan(spec, ["grid"])
     runs = {r.label: r for r in plan.runs}
     t_cfg = plan.teacher_cfgs["centerpoint"]
@@ -129,6 +164,40 @@ def test_finished_runs_are_skipped_and_interrupted_wait_for_resume(plan_with_sta
     ]
 
 
+def test_head_baselines_are_run_and_compared(tmp_path, monkeypatch):
+    ckpt = fake_teacher(tmp_path / "cp.pt")
+    spec = PlanSpec(out=tmp_path / "plan", seeds=2, students=("bevdet",), teachers={"centerpoint": ckpt})
+    plan = make_plan(spec, ["bevdet-none,bevdet-none-head_centerpoint,bevdet-centerpoint"])
+    runs = {r.label: r for r in plan.runs}
+    t_cfg = plan.teacher_cfgs["centerpoint"]
+    scores = {  # per cell, per seed: (mAP, NDS)
+        "bevdet-none": ((0.20, 0.30), (0.22, 0.32)),
+        "bevdet-none-head_centerpoint": ((0.30, 0.38), (0.32, 0.40)),
+        "bevdet-centerpoint": ((0.31, 0.39), (0.33, 0.41)),
+    }
+    for cell, per_seed in scores.items():
+        for seed, (m, n) in enumerate(per_seed):
+            finish(runs[f"{cell}/seed{seed}"], t_cfg if cell == "bevdet-centerpoint" else None, metrics(m, n))
+    calls = []
+    monkeypatch.setattr(runner, "_in_process", _fake_launcher(calls))
+    outcome = run_plan(plan, in_process=True, echo=lambda s: None)
+    # the head run's stored config (no teacher points, the head from the checkpoint) is the plan's
+    assert calls == [] and not outcome["skipped"] and len(outcome["finished"]) == 6
+    stored = read_yaml(runs["bevdet-none-head_centerpoint/seed0"].run_dir / "config.yaml")
+    assert stored["inherit_head_from"] == str(ckpt.resolve())
+    doc = json.loads((plan.spec.out / "results.json").read_text())
+    head, cp = doc["cells"]["bevdet-none-head_centerpoint"], doc["cells"]["bevdet-centerpoint"]
+    # head vs plain: +0.10 mAP; distilled vs head: +0.01 with spread sqrt(0.0002/2 + 0.0002/2) = 0.0141
+    assert head["gain"]["mAP"]["mean"] == pytest.approx(0.10) and head["gain_vs_head"] is None
+    assert cp["gain"]["mAP"]["mean"] == pytest.approx(0.11)
+    assert cp["gain_vs_head"]["mAP"]["mean"] == pytest.approx(0.01)
+    assert cp["gain_vs_head"]["mAP"]["spread"] == pytest.approx(0.0141421, abs=1e-6)
+    md = (plan.spec.out / "results.md").read_text()
+    assert "| bevdet | none, CenterPoint's head | 2 |" in md and "ΔmAP (head)" in md
+    assert "- bevdet-centerpoint: mAP +0.110 ± 0.014 above the spread" in md
+    assert "- bevdet-centerpoint: mAP +0.010 ± 0.014 NOT above the spread" in md
+
+
 def test_a_run_of_another_config_is_neither_trained_nor_counted(plan_with_states, monkeypatch):
     plan, runs = plan_with_states
     finish(runs["bevdet-none/seed0"], None, metrics(0.3, 0.4))
@@ -151,7 +220,8 @@ def test_plan_folder_keeps_one_scale_and_teacher_kinds_are_checked(plan_with_sta
     with pytest.raises(ConfigError, match="use another --out"):
         make_plan(PlanSpec(out=plan.spec.out, students=("bevdet",), overrides=("optim.epochs=1",)), [])
     again = make_plan(PlanSpec(out=plan.spec.out, seeds=3, students=("bevdet",)), ["grid"])  # teachers kept
-    assert "centerpoint" in again.spec.teachers and len(again.runs) == 9
+    # 3 seeds x (baseline, CenterPoint's and MVP's head, CenterPoint, MVP)
+    assert "centerpoint" in again.spec.teachers and len(again.runs) == 15
     wrong = fake_teacher(tmp_path / "not_mvp.pt", "centerpoint")
     with pytest.raises(ValueError, match="holds a 'centerpoint' model, not a 'mvp' teacher"):
         make_plan(PlanSpec(out=tmp_path / "p2", students=("bevdet",), teachers={"mvp": wrong}), [])
