@@ -392,6 +392,11 @@ def demo(
         help="The distilled student's imitation-loss weight (distill.loss_weight; default 0.1, "
         "measured for this world's teacher; the paper's 1.0 is configs/distill/full.yaml's).",
     ),
+    inherit_head: bool = typer.Option(
+        True,
+        help="The distilled student starts from the teacher's head task branches, as the official "
+        "recipe does (--no-inherit-head: the students differ only by the imitation loss).",
+    ),
 ) -> None:
     """The main job: synthetic world -> official metrics -> teacher -> image encoder -> baseline and
     distilled student -> the paper-style table."""
@@ -409,6 +414,7 @@ def demo(
             jobs,
             student=student,
             kd_weight=kd_weight,
+            inherit_head=inherit_head,
         )
         run_demo(plan)
     except (ConfigError, FileNotFoundError, ValueError, KeyError, RuntimeError) as e:

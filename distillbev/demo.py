@@ -70,6 +70,9 @@ class DemoPlan:
     jobs: int = 2  # student and distilled student side by side (2) or one after the other (1)
     student: str = "bevdepth"  # which camera student (STUDENTS)
     kd_weight: float | None = None  # distilled student's distill.loss_weight (None: DEMO_KD_WEIGHT)
+    # the distilled student starts from the teacher's head task branches (the official recipe); off:
+    # the two students differ only by the imitation loss (README, "Head inheritance and the imitation loss")
+    inherit_head: bool = True
     times: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -321,7 +324,8 @@ def stage_students(plan: DemoPlan, encoder: Path | None) -> dict[str, dict[str, 
         "distilled": (
             [plan.student_cfg, DISTILL_CFG, *plan.scale_files],
             "distill",
-            [f"distill.loss_weight={plan.kd_weight:g}"],
+            [f"distill.loss_weight={plan.kd_weight:g}"]
+            + ([] if plan.inherit_head else ["distill.inherit_head=false"]),
         ),
     }
     for name, (files, needs, extra) in runs.items():
@@ -402,8 +406,14 @@ def run_demo(plan: DemoPlan) -> str:
     times = ", ".join(f"{k} {v / 60:.1f} min" for k, v in plan.times.items())
     text = (
         f"## distillbev demo ({plan.scale} scale, seed {plan.seed})\n\n{table}\n"
-        f"DistillBEV: configs/distill/full.yaml with the imitation loss weighted {plan.kd_weight:g}. "
-        "One seed per side: a gain needs several seeds to be told from seed noise (distillbev reproduce).\n"
+        f"DistillBEV: configs/distill/full.yaml with the imitation loss weighted {plan.kd_weight:g}; "
+        + (
+            "the distilled student starts from the teacher's head task branches, the baseline does not "
+            "(--no-inherit-head: the imitation loss alone). "
+            if plan.inherit_head
+            else "head inheritance off: the two students differ only by the imitation loss. "
+        )
+        + "One seed per side: a gain needs several seeds to be told from seed noise (distillbev reproduce).\n"
         f"Stage times: {times}; total {total / 60:.1f} min.\n"
     )
     plan.workdir.mkdir(parents=True, exist_ok=True)

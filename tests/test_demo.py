@@ -130,3 +130,16 @@ def test_distilled_student_gets_the_demo_kd_weight(tmp_path, monkeypatch):
     assert set(seen) == {"distilled"} and "distill.loss_weight=1" in seen["distilled"]
     with pytest.raises(ConfigError, match="kd-weight must be > 0"):
         DemoPlan(tmp_path, kd_weight=0.0)
+
+
+def test_no_inherit_head_reaches_only_the_distilled_run(tmp_path, monkeypatch):
+    """--no-inherit-head turns the distilled run's head inheritance off (and is part of its stage key:
+    the run with the head is not reused); the baseline is the same run either way."""
+    import distillbev.demo as demo
+
+    seen = _fake_trainings(tmp_path, monkeypatch)
+    demo.stage_students(DemoPlan(tmp_path / "w"), None)
+    assert not any(a.startswith("distill.inherit_head") for cmd in seen.values() for a in cmd)
+    seen.clear()
+    demo.stage_students(DemoPlan(tmp_path / "w", inherit_head=False), None)
+    assert set(seen) == {"distilled"} and "distill.inherit_head=false" in seen["distilled"]
