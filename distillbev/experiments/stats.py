@@ -4,7 +4,9 @@ merge exactly) and ``results.md``.
 
 The spread of a gain is the standard error of a difference of two means,
 ``sqrt(s1^2 / n1 + s2^2 / n2)`` with the sample standard deviations (ddof = 1) of both cells; it is
-undefined (None) while either cell has fewer than two seeds.
+undefined (None) while either cell has fewer than two seeds. A claimed gain is also held to the
+stricter test of README's distillation results: the mean gain exceeds twice the larger of the two
+standard deviations (``twice_std``).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from distillbev.experiments.plan import head_cell_name
 from distillbev.io import write_json, write_text
 
 FORMAT = "distillbev-reproduce-v1"
@@ -36,13 +39,15 @@ def summarize(values: Iterable[float | None]) -> dict[str, Any]:
 
 
 def gain(cell: dict[str, Any], base: dict[str, Any]) -> dict[str, Any]:
-    """Difference of two ``summarize`` results and its spread ``sqrt(s1^2/n1 + s2^2/n2)``."""
+    """Difference of two ``summarize`` results, its spread ``sqrt(s1^2/n1 + s2^2/n2)`` and
+    ``twice_std`` = 2 max(s1, s2) (both None below two seeds on either side)."""
     if cell["mean"] is None or base["mean"] is None:
-        return {"mean": None, "spread": None}
-    spread = None
+        return {"mean": None, "spread": None, "twice_std": None}
+    spread = twice = None
     if cell["std"] is not None and base["std"] is not None:
         spread = math.sqrt(cell["std"] ** 2 / cell["n"] + base["std"] ** 2 / base["n"])
-    return {"mean": cell["mean"] - base["mean"], "spread": spread}
+        twice = 2 * max(cell["std"], base["std"])
+    return {"mean": cell["mean"] - base["mean"], "spread": spread, "twice_std": twice}
 
 
 def baseline_overrides(overrides: Iterable[str]) -> list[str]:
@@ -116,7 +121,7 @@ def build_results(
         )
         # a distilled student starts from its teacher's head: the plain student started from the same
         # head is the baseline that isolates the imitation loss
-        head = cells.get(f"{entry['student']}-none-head_{entry['teacher']}")
+        head = cells.get(head_cell_name(entry["student"], entry["teacher"])) if entry["teacher"] else None
         entry["gain_vs_head"] = (
             {m: gain(entry["stats"][m], head["stats"][m]) for m in METRICS}
             if entry["distill"] is not None and head is not None and head["head"]
@@ -236,7 +241,12 @@ def _verdict(g: dict[str, Any] | None) -> str:
             verdict.append(f"{m} {gain_text(gm)} (needs >= 2 seeds of it and its baseline)")
         else:
             ok = gm["mean"] > gm["spread"]
-            verdict.append(f"{m} {gain_text(gm)} {'above' if ok else 'NOT above'} the spread")
+            text = f"{m} {gain_text(gm)} {'above' if ok else 'NOT above'} the spread"
+            twice = gm.get("twice_std")  # absent in results.json written before it was added
+            if twice is not None:
+                above = "above" if gm["mean"] > twice else "NOT above"
+                text += f" ({above} twice the larger std, {twice:.3f})"
+            verdict.append(text)
     return "; ".join(verdict)
 
 

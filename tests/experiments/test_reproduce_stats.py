@@ -29,9 +29,11 @@ def test_mean_std_and_gain_by_hand():
     )
     g = gain(cell, base)  # spread sqrt(0.01 / 3 + 0.005 / 2) = sqrt(0.0058333) = 0.0763763
     assert g["mean"] == pytest.approx(0.15) and g["spread"] == pytest.approx(0.0763763, abs=1e-7)
+    assert g["twice_std"] == pytest.approx(0.2)  # 2 x max(0.1, 0.0707)
     one = summarize([0.5])
     assert one == {"mean": 0.5, "std": None, "n": 1}
-    assert gain(one, base) == {"mean": pytest.approx(0.25), "spread": None}  # undefined below 2 seeds
+    # undefined below 2 seeds
+    assert gain(one, base) == {"mean": pytest.approx(0.25), "spread": None, "twice_std": None}
     assert summarize([]) == {"mean": None, "std": None, "n": 0}
 
 
@@ -76,7 +78,9 @@ def test_results_document_and_markdown():
     assert layers + "\n\nNo finished run of this table yet." in md  # no table of empty rows
     assert "| no teacher | 0 |" not in md
     claims = "\n".join(check_claims(doc))
-    assert "bevdet-centerpoint: mAP +0.150 ± 0.076 above the spread" in claims
+    # above the spread (0.076), not above twice the larger std (2 x 0.1)
+    verdict = "mAP +0.150 ± 0.076 above the spread (NOT above twice the larger std, 0.200)"
+    assert f"bevdet-centerpoint: {verdict}" in claims
     assert "bevdet: MVP 0.100 < CenterPoint 0.400 mAP" in claims
     assert "not every row finished" in claims
 
