@@ -51,14 +51,14 @@ LAYER_ORDER = ("no teacher", "B0 + B1 + B2 + H", "H", "B2 + H", "B1 + B2 + H")
 @dataclass(frozen=True)
 class Cell:
     """One table cell: ``student`` preset stem, ``teacher`` (None = baseline), ``distill`` preset stem.
-    ``head``: a plain student (``distill`` None) whose head task branches start from ``teacher``'s."""
+    A teacher without a distill preset is a plain student whose head task branches start from that
+    teacher's (``head``)."""
 
     name: str  # e.g. "bevdet-none", "bevdet-mvp", "bevdet4d-centerpoint-layers_H"
     student: str
     teacher: str | None
     distill: str | None
     groups: tuple[str, ...]  # the tables that show it: grid, components, layers
-    head: bool = False
 
     @property
     def baseline(self) -> str:
@@ -69,6 +69,16 @@ class Cell:
     def distilled(self) -> bool:
         """Trained with a teacher and an imitation loss (not a baseline, with or without a head)."""
         return self.distill is not None
+
+    @property
+    def head(self) -> bool:
+        """A plain student started from ``teacher``'s head task branches (no imitation loss)."""
+        return is_head_cell(self.teacher, self.distill)
+
+
+def is_head_cell(teacher: str | None, distill: str | None) -> bool:
+    """Whether a cell of this teacher and distill preset is a plain student from the teacher's head."""
+    return teacher is not None and distill is None
 
 
 def head_cell_name(student: str, teacher: str) -> str:
@@ -179,7 +189,7 @@ def build_grid(
         for t in TEACHERS:
             if head_baselines:
                 name = head_cell_name(s, t)
-                cells[name] = Cell(name, s, t, None, ("grid",), head=True)
+                cells[name] = Cell(name, s, t, None, ("grid",))
                 grid_rows.append((f"none, {TEACHER_NAMES[t]}'s head", name))
             grid_rows.append((TEACHER_NAMES[t], add(s, t, "full", "grid")))
     t_name = TEACHER_NAMES[ablation_teacher]

@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from distillbev.experiments.plan import head_cell_name
+from distillbev.experiments.plan import head_cell_name, is_head_cell
 from distillbev.io import write_json, write_text
 
 FORMAT = "distillbev-reproduce-v1"
@@ -107,7 +107,6 @@ def build_results(
             "student": c["student"],
             "teacher": c["teacher"],
             "distill": c["distill"],
-            "head": bool(c.get("head", False)),
             "groups": list(c["groups"]),
             "seeds": {str(k): per_seed[k] for k in sorted(per_seed)},
             "stats": {m: summarize(v[m] for v in per_seed.values()) for m in METRICS},
@@ -124,7 +123,9 @@ def build_results(
         head = cells.get(head_cell_name(entry["student"], entry["teacher"])) if entry["teacher"] else None
         entry["gain_vs_head"] = (
             {m: gain(entry["stats"][m], head["stats"][m]) for m in METRICS}
-            if entry["distill"] is not None and head is not None and head["head"]
+            if entry["distill"] is not None
+            and head is not None
+            and is_head_cell(head["teacher"], head["distill"])
             else None
         )
     doc = {
@@ -171,11 +172,7 @@ def merge_results(docs: list[dict[str, Any]], sources: list[str]) -> dict[str, A
         for name, cell in doc["cells"].items():
             meta.setdefault(
                 name,
-                {
-                    "name": name,
-                    "head": cell.get("head", False),
-                    **{k: cell[k] for k in ("student", "teacher", "distill", "groups")},
-                },
+                {"name": name, **{k: cell[k] for k in ("student", "teacher", "distill", "groups")}},
             )
             for s, m in cell["seeds"].items():
                 have = seeds.setdefault(name, {}).get(int(s))
@@ -241,12 +238,12 @@ def _verdict(g: dict[str, Any] | None) -> str:
             verdict.append(f"{m} {gain_text(gm)} (needs >= 2 seeds of it and its baseline)")
         else:
             ok = gm["mean"] > gm["spread"]
-            text = f"{m} {gain_text(gm)} {'above' if ok else 'NOT above'} the spread"
-            twice = gm.get("twice_std")  # absent in results.json written before it was added
-            if twice is not None:
-                above = "above" if gm["mean"] > twice else "NOT above"
-                text += f" ({above} twice the larger std, {twice:.3f})"
-            verdict.append(text)
+            twice = gm["twice_std"]  # defined whenever the spread is
+            above = "above" if gm["mean"] > twice else "NOT above"
+            verdict.append(
+                f"{m} {gain_text(gm)} {'above' if ok else 'NOT above'} the spread "
+                f"({above} twice the larger std, {twice:.3f})"
+            )
     return "; ".join(verdict)
 
 
@@ -327,7 +324,7 @@ def results_markdown(doc: dict[str, Any]) -> str:
         if not any(r["entry"] and r["entry"]["seeds"] for r in rows):
             parts += ["", f"## {table['title']}", "", "No finished run of this table yet."]
             continue
-        heads = any(r["entry"] and r["entry"].get("head") for r in rows)
+        heads = any(r["entry"] and is_head_cell(r["entry"]["teacher"], r["entry"]["distill"]) for r in rows)
         names = head + (["ΔmAP (head)", "ΔNDS (head)"] if heads else [])
         parts += ["", f"## {table['title']}", "", "| " + " | ".join(cols + names) + " |"]
         parts.append("|" + "|".join(["---"] * len(cols) + ["---:"] * len(names)) + "|")
