@@ -33,6 +33,7 @@ from torch import nn
 from distillbev.models.base import Detections
 from distillbev.models.bevdet import BEVDet
 from distillbev.models.heads import REG_BRANCHES, CenterHead
+from distillbev.models.image_heading import handedness, ray_azimuths, to_bev_heading
 from distillbev.models.lss import CameraGeometry, frustum_to_lidar
 from distillbev.ops.bev_pool import pool_index
 from distillbev.train.config import RunConfig
@@ -75,6 +76,11 @@ class FixedCameraStudent(nn.Module):
         self.register_buffer("depth_index", index.depth_index, persistent=False)
         self.register_buffer("feat_index", index.feat_index, persistent=False)
         self.register_buffer("cell_index", index.cell_index, persistent=False)
+        if student.image_heading is not None:  # the rays and mirror signs of these fixed cameras
+            cfg = student.cfg
+            rays = ray_azimuths(self.cams, cfg.image_size, cfg.feature_size(), cfg.frustum_cell_centers)
+            self.register_buffer("rays", rays, persistent=False)
+            self.register_buffer("hand", handedness(self.cams).flatten(), persistent=False)
         grid = student.grid
         xs = grid.x_min + (torch.arange(grid.width, dtype=torch.float32) + 0.5) * grid.cell
         ys = grid.y_min + (torch.arange(grid.height, dtype=torch.float32) + 0.5) * grid.cell
@@ -96,6 +102,9 @@ class FixedCameraStudent(nn.Module):
         s = self.student
         x = s.neck(s.backbone(images.flatten(0, 1)))  # (N, C_neck, h, w)
         depth_logits, context = s.depth_net(x, self.cams)
+        if s.image_heading is not None:  # as BEVDet.lift_splat: the BEV heading fills 2 context channels
+            heading = to_bev_heading(s.image_heading(x).float(), self.rays, self.hand)
+            context = torch.cat([context, heading.to(context.dtype)], 1)
         return self.splat(depth_logits.float().softmax(1), context.float())
 
     def warp(self, prev_bev: torch.Tensor, prev_to_current: torch.Tensor) -> torch.Tensor:

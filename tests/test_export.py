@@ -52,9 +52,18 @@ def _checkpoint(cfg: RunConfig, path: Path, seed: int = 0) -> nn.Module:
     return model.eval()
 
 
-@pytest.mark.parametrize("name", ["bevdet", "bevdepth", "bevdet4d", "bevdepth4d"])
-def test_onnx_matches_pytorch(name, smoke_world, tmp_path):
-    over = [f"data.dataroot={smoke_world.dataroot}", *STUDENT_SMOKE]
+@pytest.mark.parametrize(
+    ("name", "extra"),
+    [
+        ("bevdet", ()),
+        ("bevdepth", ()),
+        ("bevdet4d", ()),
+        ("bevdepth4d", ()),
+        ("bevdepth", ("student.image_heading_weight=1.0",)),  # the heading map's fixed rays and signs
+    ],
+)
+def test_onnx_matches_pytorch(name, extra, smoke_world, tmp_path):
+    over = [f"data.dataroot={smoke_world.dataroot}", *STUDENT_SMOKE, *extra]
     cfg = load_config(RunConfig, [ROOT / f"configs/student/{name}.yaml"], over)
     model = _checkpoint(cfg, tmp_path / "checkpoint.pt")
     out = tmp_path / "student.onnx"

@@ -23,12 +23,20 @@ from distillbev.models.bev_encoder import ResNetForBEVDet
 from distillbev.models.heads import CenterHead
 from distillbev.models.image_aux import DenseHead, image_aux_loss
 from distillbev.models.image_encoder import build_image_backbone, build_image_encoder
+from distillbev.models.image_heading import (
+    handedness,
+    heading_loss,
+    heading_targets,
+    ray_azimuths,
+    to_bev_heading,
+)
 from distillbev.models.lss import CameraGeometry, LSSViewTransformer
 from distillbev.models.student_config import IMAGE_FEATURE_STRIDE, StudentConfig
 from distillbev.models.temporal import prev_to_current, warp_bev
 
 # Re-exported: the student config and the image encoder builders lived here.
 __all__ = ["IMAGE_FEATURE_STRIDE", "BEVDet", "StudentConfig", "build_image_backbone", "build_image_encoder"]
+
 
 class BEVDet(BEVDetector):
     """BEVDet, or BEVDet4D with ``cfg.temporal``; ``forward_bev`` -> taps B0, B1, B2, H."""
@@ -48,6 +56,7 @@ class BEVDet(BEVDetector):
         head: CenterHead,
         pre_process: ResNetForBEVDet | None = None,
         image_aux: DenseHead | None = None,
+        image_heading: DenseHead | None = None,
     ) -> None:
         super().__init__()
         if cfg.temporal and pre_process is None:
@@ -62,12 +71,14 @@ class BEVDet(BEVDetector):
         self.fpn = fpn
         self.head = head
         self.image_aux = image_aux  # centre heatmaps on the image features (student.image_aux_weight)
+        self.image_heading = image_heading  # image-plane heading -> 2 context channels (image_heading.py)
 
     def lift_splat(
         self, images: torch.Tensor, cams: CameraGeometry
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``images`` (B, N, 3, H, W) -> BEV ``(B, C, G_y, G_x)``, depth logits ``(B*N, D, h, w)`` and
-        the image features ``(B*N, C_neck, h, w)``."""
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """``images`` (B, N, 3, H, W) -> BEV ``(B, C, G_y, G_x)``, depth logits ``(B*N, D, h, w)``, the
+        image features ``(B*N, C_neck, h, w)`` and, with the heading head, its image-plane (sin, cos)
+        ``(B*N, 2, h, w)`` (else None), whose BEV-frame turn fills the last 2 context channels."""
         b, n = images.shape[:2]
         if tuple(images.shape[-2:]) != self.cfg.image_size:
             raise ValueError(
@@ -75,11 +86,17 @@ class BEVDet(BEVDetector):
             )
         x = self.neck(self.backbone(images.flatten(0, 1)))  # (B*N, C_neck, h, w)
         depth_logits, context = self.depth_net(x, cams)  # (B*N, D, h, w), (B*N, C, h, w)
+        alpha = None
+        if self.image_heading is not None:
+            alpha = self.image_heading(x)  # (B*N, 2, h, w) image-plane (sin, cos)
+            rays = ray_azimuths(cams, self.cfg.image_size, tuple(x.shape[-2:]), self.cfg.frustum_cell_centers)
+            bev_heading = to_bev_heading(alpha.float(), rays, handedness(cams).flatten())
+            context = torch.cat([context, bev_heading.to(context.dtype)], 1)  # (B*N, C, h, w)
         depth = depth_logits.float().softmax(1)  # (B*N, D, h, w), fp32 under autocast
         bev = self.view_transformer(
             depth.unflatten(0, (b, n)), context.unflatten(0, (b, n)).float(), cams
         )  # (B, C, G_y, G_x)
-        return bev, depth_logits, x
+        return bev, depth_logits, x, alpha
 
     def temporal_fusion(self, bev: torch.Tensor, batch: Batch, cams: CameraGeometry) -> torch.Tensor:
         """4D: pre-process both frames, warp the previous one into the current ego frame, concat.
@@ -102,7 +119,7 @@ class BEVDet(BEVDetector):
         """Taps ``B0, B1, B2`` (BEV encoder stages), ``H`` (FPN_LSS, on the LSS grid) and, for BEVDepth,
         ``depth_logits`` (B*N, D, h, w) of the current frame."""
         cams = CameraGeometry.from_batch(batch)
-        bev, depth_logits, feats = self.lift_splat(batch.images, cams)
+        bev, depth_logits, feats, alpha = self.lift_splat(batch.images, cams)
         if self.cfg.temporal:
             bev = self.temporal_fusion(bev, batch, cams)
         stages = self.bev_encoder(bev)
@@ -112,6 +129,8 @@ class BEVDet(BEVDetector):
             taps["depth_logits"] = depth_logits
         if self.image_aux is not None:
             taps["image_heatmap"] = self.image_aux(feats)
+        if alpha is not None:
+            taps["image_heading"] = alpha
         return taps
 
     def loss(
@@ -122,4 +141,8 @@ class BEVDet(BEVDetector):
         losses = self.head.loss(preds, batch.gt_boxes, batch.gt_labels)
         c = self.cfg
         losses |= image_aux_loss(batch, taps, c.image_size, c.image_stride, c.image_aux_weight)
+        if "image_heading" in taps:
+            target, mask = heading_targets(batch, c.image_size, c.image_stride)
+            heading = heading_loss(taps["image_heading"], target, mask)
+            losses["image_heading"] = c.image_heading_weight * heading
         return losses

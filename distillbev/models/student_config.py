@@ -41,6 +41,9 @@ class StudentConfig:
     pretrained: str = ""  # local torchvision ResNet state_dict file ("" = random init); not for "tiny"
     image_pretrained: str = ""  # `distillbev pretrain` checkpoint: backbone + neck (docs/pretraining.md)
     image_aux_weight: float = 0.0  # > 0: auxiliary per-camera heatmap of projected GT centres (camera-legal)
+    # > 0: image-plane heading head (lift-splat students): (sin, cos) of the angle to the viewing ray at
+    # projected GT centres, turned into BEV headings that take 2 of the context_channels (image_heading.py)
+    image_heading_weight: float = 0.0
     grad_checkpoint: bool = False  # recompute image-backbone stages in backward; full true
     neck_channels: int = 64  # FPNForBEVDet output (at image_stride); full 512
     depth_bins: tuple[float, float, float] = (1.0, 61.0, 1.875)  # (min, max, step) m: D = 32; full (1, 60, 1)
@@ -105,6 +108,15 @@ class StudentConfig:
             raise ValueError("set one of student.pretrained (torchvision) and student.image_pretrained")
         if self.image_aux_weight < 0:
             raise ValueError(f"image_aux_weight must be >= 0, got {self.image_aux_weight}")
+        if self.image_heading_weight < 0:
+            raise ValueError(f"image_heading_weight must be >= 0, got {self.image_heading_weight}")
+        if self.image_heading_weight > 0 and self.kind == "bevformer":
+            raise ValueError("image_heading_weight applies to the lift-splat students (bevdet, bevdepth)")
+        if self.image_heading_weight > 0 and self.context_channels <= 2:
+            raise ValueError(
+                f"image_heading_weight takes 2 of the context_channels, which must then be > 2, "
+                f"got {self.context_channels}"
+            )
         if self.backbone == "tiny" and self.pretrained:
             raise ValueError(
                 "pretrained weights need a torchvision backbone (resnet18/34/50/101), not 'tiny'"

@@ -19,6 +19,7 @@ from distillbev.models.bevformer import BEVFormer, BEVFormerEncoder
 from distillbev.models.heads import CenterHead
 from distillbev.models.image_aux import HEATMAP_BIAS, NUM_CLASSES, DenseHead
 from distillbev.models.image_encoder import build_image_encoder
+from distillbev.models.image_heading import HEADING_CHANNELS
 from distillbev.models.lss import DepthNet, LSSViewTransformer
 from distillbev.models.student_config import StudentConfig
 
@@ -54,14 +55,24 @@ def build_lift_splat(cfg: StudentConfig) -> BEVDet:
     """BEVDet(4D) (``kind: bevdet``) or BEVDepth(4D) (``kind: bevdepth``)."""
     backbone, neck = build_image_encoder(cfg)
     bins, c = cfg.bins(), cfg.context_channels
+    heading = None
+    c_net = c  # context channels the depth net makes; the heading map takes the last 2 when on
+    if cfg.image_heading_weight > 0:
+        heading = DenseHead(cfg.neck_channels, cfg.head.head_channels, HEADING_CHANNELS)
+        c_net = c - HEADING_CHANNELS
     model_cls: type[BEVDet]
     if cfg.kind == "bevdepth":
         depth_net: nn.Module = CameraAwareDepthNet(
-            cfg.neck_channels, cfg.depthnet_mid_channels, bins.num_bins, c, cfg.depthnet_blocks, cfg.depth_dcn
+            cfg.neck_channels,
+            cfg.depthnet_mid_channels,
+            bins.num_bins,
+            c_net,
+            cfg.depthnet_blocks,
+            cfg.depth_dcn,
         )
         model_cls = BEVDepth
     else:
-        depth_net = DepthNet(cfg.neck_channels, bins.num_bins, c)
+        depth_net = DepthNet(cfg.neck_channels, bins.num_bins, c_net)
         model_cls = BEVDet
     view_transformer = LSSViewTransformer(
         cfg.image_size,
@@ -77,7 +88,7 @@ def build_lift_splat(cfg: StudentConfig) -> BEVDet:
     bev_encoder = ResNetForBEVDet(bev_in, cfg.bev_channels, cfg.bev_strides, cfg.bev_blocks)
     fpn, head, aux = bev_neck_and_heads(cfg)
     return model_cls(
-        cfg, backbone, neck, depth_net, view_transformer, bev_encoder, fpn, head, pre_process, aux
+        cfg, backbone, neck, depth_net, view_transformer, bev_encoder, fpn, head, pre_process, aux, heading
     )
 
 
