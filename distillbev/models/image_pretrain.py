@@ -2,9 +2,10 @@
 
 ``ImagePretrainNet`` is a student's image backbone + neck (the same modules, built from the same
 ``StudentConfig``) with three dense heads on the neck's feature map: LiDAR depth bins, class occupancy
-from instance masks and projected box-centre heatmaps. Only the backbone and neck are saved; a student
-loads them through ``student.image_pretrained`` (``load_image_encoder``), checked against its own
-architecture, the way torchvision ImageNet weights load at full scale.
+from instance masks and projected box-centre heatmaps, and optionally a fourth: the image-plane
+heading (``pretrain.heading_weight``, ``distillbev.models.image_heading``). Only the backbone and
+neck are saved; a student loads them through ``student.image_pretrained`` (``load_image_encoder``),
+checked against its own architecture, the way torchvision ImageNet weights load at full scale.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from torch import nn
 from distillbev.layers.fpn import FPNForBEVDet
 from distillbev.layers.resnet import ResNet
 from distillbev.models.image_aux import HEATMAP_BIAS, NUM_CLASSES, DenseHead
+from distillbev.models.image_heading import HEADING_CHANNELS
 from distillbev.models.student_config import StudentConfig
 from distillbev.paths import ROOT
 
@@ -35,7 +37,12 @@ class ImagePretrainNet(nn.Module):
     """Backbone + neck + depth / occupancy / centre heads, all at the neck's stride."""
 
     def __init__(
-        self, cfg: StudentConfig, backbone: ResNet, neck: FPNForBEVDet, mid_channels: int = 64
+        self,
+        cfg: StudentConfig,
+        backbone: ResNet,
+        neck: FPNForBEVDet,
+        mid_channels: int = 64,
+        heading: bool = False,
     ) -> None:
         super().__init__()
         self.cfg = cfg
@@ -45,12 +52,16 @@ class ImagePretrainNet(nn.Module):
         self.depth = DenseHead(c, mid_channels, cfg.bins().num_bins)
         self.occupancy = DenseHead(c, mid_channels, NUM_CLASSES)
         self.center = DenseHead(c, mid_channels, NUM_CLASSES, bias=HEATMAP_BIAS)
+        self.heading = DenseHead(c, mid_channels, HEADING_CHANNELS) if heading else None
 
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         """``images`` (M, 3, H, W) -> logits ``depth`` (M, D, h, w), ``occupancy`` and ``center``
-        (M, K, h, w)."""
+        (M, K, h, w), and with the heading head ``heading`` (M, 2, h, w) as (sin, cos)."""
         x = self.neck(self.backbone(images))
-        return {"depth": self.depth(x), "occupancy": self.occupancy(x), "center": self.center(x)}
+        out = {"depth": self.depth(x), "occupancy": self.occupancy(x), "center": self.center(x)}
+        if self.heading is not None:
+            out["heading"] = self.heading(x)
+        return out
 
 
 def save_image_encoder(path: Path, net: ImagePretrainNet, provenance: dict[str, Any]) -> None:

@@ -81,6 +81,9 @@ class PretrainConfig:
     depth_weight: float = 1.0  # LiDAR depth bins (softmax BCE over cells with a return)
     occupancy_weight: float = 1.0  # per-class pixel share of each cell, from <dataroot>/masks when present
     center_weight: float = 1.0  # heatmaps of projected 3D box centres per class
+    # (sin, cos) of each box's angle to the viewing ray at its projected centre (models/image_heading.py);
+    # 0 = off (the shipped encoder was pretrained without it)
+    heading_weight: float = 0.0
     head_channels: int = 64  # width of the three dense heads (discarded after pretraining)
     val_samples: int = 64  # val samples scored after training (figures only, never for selection)
 
@@ -90,7 +93,7 @@ class PretrainConfig:
                 f"pretrain needs epochs >= 1, batch_size >= 1 and lr > 0 (got {self.epochs}, "
                 f"{self.batch_size}, {self.lr})"
             )
-        if min(self.depth_weight, self.occupancy_weight, self.center_weight) < 0:
+        if min(self.depth_weight, self.occupancy_weight, self.center_weight, self.heading_weight) < 0:
             raise ValueError("pretrain loss weights must be >= 0")
 
 

@@ -2,8 +2,9 @@
 of the train split (docs/pretraining.md), saved for ``student.image_pretrained``.
 
 Targets per camera, on the neck's feature grid: LiDAR depth bins (every nuScenes-format dataset),
-projected 3D box centres as class heatmaps (every dataset with boxes), and the per-class pixel share
-of each cell from ``<dataroot>/masks`` (the synthetic world; skipped where a dataroot has no masks).
+projected 3D box centres as class heatmaps (every dataset with boxes), the per-class pixel share
+of each cell from ``<dataroot>/masks`` (the synthetic world; skipped where a dataroot has no masks),
+and with ``pretrain.heading_weight`` each box's angle to the viewing ray at its centre (boxes).
 It is this project's analogue of the ImageNet / nuImages pretraining real BEV students start from.
 """
 
@@ -30,6 +31,7 @@ from distillbev.data.nuscenes import NuScenesDataset
 from distillbev.models.bevdepth import depth_loss, depth_targets
 from distillbev.models.image_aux import center_heatmaps, class_occupancy, heatmap_loss, occupancy_loss
 from distillbev.models.image_encoder import build_image_encoder
+from distillbev.models.image_heading import heading_loss, heading_targets
 from distillbev.models.image_pretrain import ImagePretrainNet, save_image_encoder
 from distillbev.train.checkpoint import git_sha
 from distillbev.train.config import OptimConfig, RunConfig
@@ -70,6 +72,9 @@ def pretrain_losses(net: ImagePretrainNet, batch: Batch, cfg: RunConfig) -> dict
     if batch.class_masks is not None and p.occupancy_weight > 0:
         target = class_occupancy(batch.class_masks, s.image_stride)
         losses["occupancy"] = p.occupancy_weight * occupancy_loss(out["occupancy"], target)
+    if "heading" in out:
+        target, mask = heading_targets(batch, s.image_size, s.image_stride)
+        losses["heading"] = p.heading_weight * heading_loss(out["heading"], target, mask)
     return losses
 
 
@@ -82,14 +87,17 @@ def pretrain_figures(net: ImagePretrainNet, loader: DataLoader, cfg: RunConfig) 
     - ``center_recall``: GT centre cells whose own-class heatmap is >= 0.3 and a 3x3 local maximum;
     - ``center_false_peaks_per_image``: other 3x3 local maxima >= 0.3;
     - ``occupancy_iou``: IoU of cells with > 50 % of a class's pixels, predicted vs true, over classes
-      and cameras (only with masks).
+      and cameras (only with masks);
+    - ``heading_front_back``: with the heading head, the share of heading target cells whose predicted
+      angle is within 90 degrees of the target's (front told from back; 0.5 = a coin toss).
     """
     s = cfg.student
     bins = s.bins()
     centres = replace(bins, centers=True).candidates()  # E[d] over bin centres, whatever the lift uses
     was = net.training
     net.eval()
-    sums = dict.fromkeys(("within", "cells", "rel", "hit", "gt", "fp", "images", "inter", "union"), 0.0)
+    keys = ("within", "cells", "rel", "hit", "gt", "fp", "images", "inter", "union", "front", "heading")
+    sums = dict.fromkeys(keys, 0.0)
     for batch in loader:
         out = net(batch.images.flatten(0, 1))
         target = depth_targets(batch.depth, s.image_stride, bins)  # (M, h, w)
@@ -111,6 +119,11 @@ def pretrain_figures(net: ImagePretrainNet, loader: DataLoader, cfg: RunConfig) 
             pred = out["occupancy"].sigmoid() > 0.5
             sums["inter"] += float((occ & pred).sum())
             sums["union"] += float((occ | pred).sum())
+        if "heading" in out:
+            target, mask = heading_targets(batch, s.image_size, s.image_stride)
+            agree = (out["heading"].float() * target).sum(1) > 0  # cos of the angle between them > 0
+            sums["front"] += float(agree[mask].sum())
+            sums["heading"] += float(mask.sum())
     net.train(was)
     figures = {
         "depth_within_1_bin": sums["within"] / max(sums["cells"], 1),
@@ -120,6 +133,8 @@ def pretrain_figures(net: ImagePretrainNet, loader: DataLoader, cfg: RunConfig) 
     }
     if sums["union"] > 0:
         figures["occupancy_iou"] = sums["inter"] / sums["union"]
+    if sums["heading"] > 0:
+        figures["heading_front_back"] = sums["front"] / sums["heading"]
     return figures
 
 
@@ -166,7 +181,7 @@ def run_pretrain(files: Sequence[Path], out: Path, overrides: Sequence[str]) -> 
         raise ConfigError(f"pretrain.batch_size {p.batch_size} exceeds the {len(train_ds)} training samples")
     has_masks = (Path(cfg.data.dataroot) / MASKS_DIR).is_dir()
     student = replace(cfg.student, image_pretrained="", pretrained="")
-    net = ImagePretrainNet(student, *build_image_encoder(student), p.head_channels)
+    net = ImagePretrainNet(student, *build_image_encoder(student), p.head_channels, p.heading_weight > 0)
     opt = torch.optim.AdamW(net.parameters(), lr=p.lr, weight_decay=p.weight_decay)
     total = len(loader) * p.epochs
     sched = build_scheduler(opt, OptimConfig(epochs=p.epochs, lr=p.lr), total, len(loader))

@@ -21,6 +21,7 @@ from distillbev.data.masks import MASKS_DIR
 from distillbev.models.bevdepth import depth_targets
 from distillbev.models.image_aux import NUM_CLASSES, center_heatmaps, class_occupancy, heatmap_loss
 from distillbev.models.image_encoder import build_image_encoder
+from distillbev.models.image_heading import heading_loss, heading_targets
 from distillbev.models.image_pretrain import FORMAT, ImagePretrainNet, read_image_encoder
 from distillbev.models.students import build_student
 from distillbev.train.config import RunConfig
@@ -249,3 +250,34 @@ def test_pretrain_figures_of_perfect_predictions(smoke_world, centres):
     assert figures["center_recall"] == 1.0 and figures["center_false_peaks_per_image"] == 0.0
     assert figures["occupancy_iou"] == 1.0
     assert figures["depth_abs_rel"] == pytest.approx(abs_rel, rel=1e-4)
+
+
+def test_pretrain_heading_loss_and_front_back_figure(smoke_world):
+    """``pretrain.heading_weight``: a fourth head and loss; the front/back figure is 1 for predictions
+    equal to the targets, 0 for reversed ones, and absent without the head."""
+    cfg = _config(smoke_world, "pretrain.heading_weight=0.5")
+    s = cfg.student
+    ds = pretrain_dataset(cfg, train=True)  # image flips on: the targets carry their mirror signs
+    batch = collate([ds[0], ds[1]])
+    torch.manual_seed(0)
+    net = ImagePretrainNet(s, *build_image_encoder(s), 8, heading=True)
+    losses = pretrain_losses(net, batch, cfg)
+    target, mask = heading_targets(batch, s.image_size, s.image_stride)
+    assert mask.sum() > 0
+    out = net(batch.images.flatten(0, 1))
+    assert losses["heading"].item() == pytest.approx(0.5 * heading_loss(out["heading"], target, mask).item())
+
+    val = torch.utils.data.Subset(pretrain_dataset(cfg, train=False), range(2))
+    vbatch = collate([val[0], val[1]])
+    vtarget, vmask = heading_targets(vbatch, s.image_size, s.image_stride)
+    assert vmask.sum() > 0
+    loader = DataLoader(val, 2, collate_fn=collate)
+    base = {
+        "depth": torch.zeros(12, s.bins().num_bins, *s.feature_size()),
+        "center": torch.zeros(12, NUM_CLASSES, *s.feature_size()),
+    }
+    base["occupancy"] = base["center"]
+    for sign, want in ((1.0, 1.0), (-1.0, 0.0)):
+        figures = pretrain_figures(_Oracle(base | {"heading": sign * vtarget}), loader, cfg)
+        assert figures["heading_front_back"] == want
+    assert "heading_front_back" not in pretrain_figures(_Oracle(base), loader, cfg)
