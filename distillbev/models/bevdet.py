@@ -142,7 +142,7 @@ class BEVDet(BEVDetector):
         c = self.cfg
         losses |= image_aux_loss(batch, taps, c.image_size, c.image_stride, c.image_aux_weight)
         if "image_heading" in taps:
-            target, mask = heading_targets(batch, c.image_size, c.image_stride)
+            target, mask = heading_targets(batch, c.image_size, c.image_stride, c.image_heading_region)
             heading = heading_loss(taps["image_heading"], target, mask)
             losses["image_heading"] = c.image_heading_weight * heading
         return losses

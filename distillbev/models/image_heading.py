@@ -18,10 +18,12 @@ image shows is ``hand * (yaw - phi)`` and the BEV heading of a prediction is ``p
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 
 from distillbev.data.batch import Batch
-from distillbev.models.image_aux import to_image
+from distillbev.models.image_aux import box_corners, to_image
 from distillbev.models.lss import CameraGeometry, DepthBins, create_frustum, frustum_to_lidar
 from distillbev.structures import CLASS_NAMES
 
@@ -64,14 +66,20 @@ def to_bev_heading(alpha: torch.Tensor, rays: torch.Tensor, hand: torch.Tensor) 
 
 
 def heading_targets(
-    batch: Batch, image_hw: tuple[int, int], stride: int, min_depth: float = 0.5
+    batch: Batch,
+    image_hw: tuple[int, int],
+    stride: int,
+    region: Literal["centre", "box"] = "centre",
+    min_depth: float = 0.5,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per camera the image-plane heading of the GT boxes at their projected centre cells:
-    targets ``(B*N, 2, h, w)`` (sin alpha, cos alpha) and a mask ``(B*N, h, w)``.
+    """Per camera the image-plane heading of the GT boxes: targets ``(B*N, 2, h, w)`` (sin alpha,
+    cos alpha) and a mask ``(B*N, h, w)``.
 
     A box counts where ``center_heatmaps`` counts it (centre ``min_depth`` m or more in front, inside the
-    augmented image) and when its class has a heading (not cones or barriers). Two boxes in one cell:
-    the nearer one's heading.
+    augmented image) and when its class has a heading (not cones or barriers). ``region`` "centre": the
+    cell of the projected centre; "box": every cell of the box's projected 2D extent (its 8 corners,
+    clipped to the image), so that all the pixels the lift spreads over the box carry its heading.
+    Where boxes share a cell, the nearer one's heading.
     """
     img_h, img_w = image_hw
     h, w = img_h // stride, img_w // stride
@@ -87,9 +95,10 @@ def heading_targets(
         if len(boxes) == 0:
             continue
         cams = (batch.intrinsics[i], batch.cam2lidar[i], batch.post_rot[i], batch.post_tran[i])
-        uv, z = to_image(boxes[:, None, :3], *cams)  # (N, M, 1, 2), (N, M, 1)
-        u, v, z = uv[..., 0, 0], uv[..., 0, 1], z[..., 0]  # (N, M)
-        seen = (z >= min_depth) & (u >= 0) & (u < img_w) & (v >= 0) & (v < img_h)
+        pts = torch.cat([boxes[:, None, :3], box_corners(boxes)], 1)  # (M, 9, 3): centre + corners
+        uv, z = to_image(pts, *cams)  # (N, M, 9, 2), (N, M, 9)
+        u, v = uv[..., 0, 0], uv[..., 0, 1]  # (N, M) centre pixels
+        seen = (z[..., 0] >= min_depth) & (u >= 0) & (u < img_w) & (v >= 0) & (v < img_h)
         origin = batch.cam2lidar[i][:, :2, 3]  # (N, 2) camera centres
         to_box = boxes[None, :, :2] - origin[:, None]  # (N, M, 2)
         phi = torch.atan2(to_box[..., 1], to_box[..., 0])
@@ -97,16 +106,33 @@ def heading_targets(
         cam, obj = seen.nonzero(as_tuple=True)
         if len(cam) == 0:
             continue
-        order = torch.argsort(z[cam, obj])  # nearest first
+        order = torch.argsort(z[cam, obj, 0])  # nearest first
         cam, obj = cam[order], obj[order]
+        a = alpha[cam, obj]
+        if region == "box":
+            front = z[cam, obj, 1:] > 1e-3  # (P, 8) corners in front of the camera
+            corners = uv[cam, obj, 1:]  # (P, 8, 2)
+            big = torch.tensor(float("inf"), device=device)
+            lo = torch.where(front[..., None], corners, big).amin(1).clamp(min=0)
+            hi = torch.where(front[..., None], corners, -big).amax(1)
+            lo = torch.minimum(lo, uv[cam, obj, 0])  # (P, 2), the centre always inside
+            hi = torch.maximum(hi, uv[cam, obj, 0])
+            c0, r0 = (lo / stride).floor().long().unbind(1)
+            c1 = (hi[:, 0] / stride).floor().long().clamp(max=w - 1)
+            r1 = (hi[:, 1] / stride).floor().long().clamp(max=h - 1)
+            for k in reversed(range(len(cam))):  # farthest first: nearer boxes paint over them
+                sl = (i, int(cam[k]), slice(None), slice(int(r0[k]), int(r1[k]) + 1))
+                cols = slice(int(c0[k]), int(c1[k]) + 1)
+                target[sl + (cols,)] = torch.stack([a[k].sin(), a[k].cos()])[:, None, None]
+                mask[i, int(cam[k]), int(r0[k]) : int(r1[k]) + 1, cols] = True
+            continue
         col = (u[cam, obj] / stride).floor().long()
         row = (v[cam, obj] / stride).floor().long()
         cell = (cam * h + row) * w + col
         cells, inverse = torch.unique(cell, return_inverse=True)
         first = torch.full((len(cells),), len(cell), dtype=torch.long, device=device)
         first = first.scatter_reduce(0, inverse, torch.arange(len(cell), device=device), "amin")
-        cam, obj, row, col = cam[first], obj[first], row[first], col[first]  # the nearest box per cell
-        a = alpha[cam, obj]
+        cam, row, col, a = cam[first], row[first], col[first], a[first]  # the nearest box per cell
         target[i, cam, 0, row, col] = a.sin()
         target[i, cam, 1, row, col] = a.cos()
         mask[i, cam, row, col] = True

@@ -44,6 +44,7 @@ class StudentConfig:
     # > 0: image-plane heading head (lift-splat students): (sin, cos) of the angle to the viewing ray at
     # projected GT centres, turned into BEV headings that take 2 of the context_channels (image_heading.py)
     image_heading_weight: float = 0.0
+    image_heading_region: Literal["centre", "box"] = "centre"  # heading targets: centre cell or 2D extent
     grad_checkpoint: bool = False  # recompute image-backbone stages in backward; full true
     neck_channels: int = 64  # FPNForBEVDet output (at image_stride); full 512
     depth_bins: tuple[float, float, float] = (1.0, 61.0, 1.875)  # (min, max, step) m: D = 32; full (1, 60, 1)

@@ -73,7 +73,7 @@ def pretrain_losses(net: ImagePretrainNet, batch: Batch, cfg: RunConfig) -> dict
         target = class_occupancy(batch.class_masks, s.image_stride)
         losses["occupancy"] = p.occupancy_weight * occupancy_loss(out["occupancy"], target)
     if "heading" in out:
-        target, mask = heading_targets(batch, s.image_size, s.image_stride)
+        target, mask = heading_targets(batch, s.image_size, s.image_stride, s.image_heading_region)
         losses["heading"] = p.heading_weight * heading_loss(out["heading"], target, mask)
     return losses
 
@@ -120,7 +120,7 @@ def pretrain_figures(net: ImagePretrainNet, loader: DataLoader, cfg: RunConfig) 
             sums["inter"] += float((occ & pred).sum())
             sums["union"] += float((occ | pred).sum())
         if "heading" in out:
-            target, mask = heading_targets(batch, s.image_size, s.image_stride)
+            target, mask = heading_targets(batch, s.image_size, s.image_stride, s.image_heading_region)
             agree = (out["heading"].float() * target).sum(1) > 0  # cos of the angle between them > 0
             sums["front"] += float(agree[mask].sum())
             sums["heading"] += float(mask.sum())

@@ -160,10 +160,12 @@ def test_heading_loss_hand_computed():
     assert heading_loss(pred, target, mask).item() == pytest.approx(0.6 + 0.2)
 
 
-@pytest.mark.parametrize("kind", ["bevdet", "bevdepth"])
-def test_student_with_the_heading_map_trains_it_and_feeds_the_bev(kind):
+@pytest.mark.parametrize(
+    ("kind", "region"), [("bevdet", "centre"), ("bevdepth", "centre"), ("bevdepth", "box")]
+)
+def test_student_with_the_heading_map_trains_it_and_feeds_the_bev(kind, region):
     torch.manual_seed(0)
-    cfg = smoke_config(kind=kind, image_heading_weight=2.0)
+    cfg = smoke_config(kind=kind, image_heading_weight=2.0, image_heading_region=region)
     model = build_student(cfg)
     plain = build_student(smoke_config(kind=kind))
     # The depth net makes 2 fewer context channels; the BEV side is unchanged.
@@ -174,7 +176,7 @@ def test_student_with_the_heading_map_trains_it_and_feeds_the_bev(kind):
     taps, preds = model(batch)
     assert taps["image_heading"].shape == (12, 2, 2, 6)  # 6 cameras x 2 samples, stride 16
     losses = model.loss(batch, taps, preds)
-    target, mask = heading_targets(batch, cfg.image_size, cfg.image_stride)
+    target, mask = heading_targets(batch, cfg.image_size, cfg.image_stride, region)
     assert mask.sum() > 0
     assert losses["image_heading"].item() == pytest.approx(
         2.0 * heading_loss(taps["image_heading"], target, mask).item(), rel=1e-5
@@ -198,3 +200,25 @@ def test_heading_config_errors():
         smoke_config(image_heading_weight=1.0, context_channels=2)
     with pytest.raises(ValueError, match="lift-splat"):
         smoke_config(kind="bevformer", image_heading_weight=1.0)
+
+
+def test_box_region_fills_the_projected_extent_nearer_box_on_top():
+    # Forward camera, f = 64, principal point (64, 32), stride 8. A car 20 m ahead (4 x 2 x 1.5 m):
+    # its nearest face at 18 m spans u 64 -+ 64/18 = [60.4, 67.6] -> cols 7-8, v 32 -+ 64*0.75/18 ->
+    # rows 3-4. A car 40 m ahead, 6 m right, spans u [71.6, 75.8] -> cols 8-9, rows 3-4: col 8 is
+    # shared and keeps the nearer car's heading.
+    front = camera(FORWARD, (0.0, 0.0, 0.0))
+    near = [20.0, 0.0, 0.0, 4.0, 2.0, 1.5, 0.4, 0.0, 0.0]
+    far = [40.0, -6.0, 0.0, 4.0, 2.0, 1.5, -1.2, 0.0, 0.0]
+    for boxes in ([near, far], [far, near]):
+        batch = hand_batch(boxes, [CAR, CAR], [front])
+        target, mask = heading_targets(batch, (64, 128), 8, region="box")
+        cells = {tuple(c) for c in mask[0].nonzero().tolist()}
+        assert cells == {(r, c) for r in (3, 4) for c in (7, 8, 9)}
+        for r in (3, 4):
+            assert _alpha(target, 0, r, 7) == pytest.approx(0.4, abs=1e-5)
+            assert _alpha(target, 0, r, 8) == pytest.approx(0.4, abs=1e-5)
+            assert _alpha(target, 0, r, 9) == pytest.approx(-1.2 - math.atan2(-6.0, 40.0), abs=1e-5)
+    # The centre region of the same scene: one cell per car.
+    _, mask = heading_targets(hand_batch([near, far], [CAR, CAR], [front]), (64, 128), 8)
+    assert {tuple(c) for c in mask[0].nonzero().tolist()} == {(4, 8), (4, 9)}
