@@ -4,11 +4,12 @@ Why (docs/architectures.md, "Image-plane heading"): the camera students find an 
 its front (their yaw errors pile up at 0 and 180 degrees), and the (sin, cos) L1 of the BEV head cannot
 learn a cue the BEV features do not carry. What an image shows of an object's heading is its angle to
 the viewing ray (lights, windscreen, cab): ``alpha = yaw - phi``, with ``phi`` the azimuth of the ray
-from the camera to the object. A small head on the image features predicts ``(sin alpha, cos alpha)``
-at the projected box centres (camera-legal: the targets come from the GT boxes and the cameras, as the
-centre heatmap's do). Each feature cell then turns its prediction by its own ray's azimuth into a BEV
-heading ``(sin yaw, cos yaw)``, exactly (no learning), and those two channels join the LSS context,
-so the BEV head reads a heading in its own frame.
+from the camera to the object. A small head on the image features predicts ``(sin alpha, cos alpha)``,
+supervised at the projected box centres or over the boxes' projected extents (camera-legal: the
+targets come from the GT boxes and the cameras, as the centre heatmap's do). Each feature cell then
+turns its prediction by its own ray's azimuth into a BEV heading ``(sin yaw, cos yaw)``, exactly (no
+learning), and those two channels join the LSS context, so the BEV head reads a heading in its own
+frame.
 
 Mirror images. An image flip (``post_rot`` with a negative determinant) mirrors what the network sees,
 and a BEV flip (``cam2lidar`` with a negative determinant: the BEV augmentation is folded into it)

@@ -4,7 +4,8 @@ of the train split (docs/pretraining.md), saved for ``student.image_pretrained``
 Targets per camera, on the neck's feature grid: LiDAR depth bins (every nuScenes-format dataset),
 projected 3D box centres as class heatmaps (every dataset with boxes), the per-class pixel share
 of each cell from ``<dataroot>/masks`` (the synthetic world; skipped where a dataroot has no masks),
-and with ``pretrain.heading_weight`` each box's angle to the viewing ray at its centre (boxes).
+and with ``pretrain.heading_weight`` each box's angle to the viewing ray (at its centre or over its
+extent, ``student.image_heading_region``; every dataset with boxes).
 It is this project's analogue of the ImageNet / nuImages pretraining real BEV students start from.
 """
 
