@@ -101,7 +101,11 @@ def eval_(
     checkpoint: Path = typer.Option(None, help="Or: a model checkpoint to run on the split, then score."),
     version: str = typer.Option("", help="Table version (default: the single v1.0-* folder in dataroot)."),
     split: str = typer.Option("", help="Split to score (default: the val split of that version)."),
-    out: Path = typer.Option(None, help="Where to save the metrics JSON (default beside the results)."),
+    out: Path = typer.Option(
+        None,
+        help="Where to save the metrics JSON (default beside the results); with --checkpoint the "
+        "devkit's files go to eval_<split> beside it (default: beside the checkpoint).",
+    ),
     set_: list[str] = typer.Option([], "--set", help="Override a key of the checkpoint's config."),
 ) -> None:
     """Score detections with the official nuScenes metrics (mAP, NDS, mATE..mAAE, per class)."""

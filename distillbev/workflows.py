@@ -154,8 +154,8 @@ def score_checkpoint(
     out_dir: Path | None = None,
 ) -> dict[str, Any]:
     """Run a checkpoint's model on a split and score it with the official metrics (results and metric
-    files in ``out_dir``, by default ``eval_<split>`` beside the checkpoint; empty version / split: the
-    dataroot's single version and its val split)."""
+    files in ``out_dir``, by default ``eval_<split>`` beside ``out`` when given, else beside the
+    checkpoint; empty version / split: the dataroot's single version and its val split)."""
     from dataclasses import replace
 
     from distillbev.io import check_writable, write_json
@@ -164,7 +164,8 @@ def score_checkpoint(
 
     if not version or not split:
         version, split = resolve_dataset(Path(dataroot), version, split)
-    out_dir = Path(out_dir) if out_dir is not None else Path(checkpoint).parent / f"eval_{split}"
+    if out_dir is None:  # a shipped checkpoint's folder (checkpoints/) is not written to when out is given
+        out_dir = (Path(out).parent if out is not None else Path(checkpoint).parent) / f"eval_{split}"
     check_writable(out_dir, folder=True)
     if out is not None:
         check_writable(out)

@@ -15,14 +15,17 @@ from distillbev.train.checkpoint import read_checkpoint
 
 
 def test_eval_checkpoint_reproduces_the_metrics_of_the_training_run(smoke_world, finished_run, tmp_path):
-    ckpt = shutil.copy(finished_run / "checkpoint.pt", tmp_path / "checkpoint.pt")  # eval writes beside it
-    r = cli("eval", "--dataroot", smoke_world.dataroot, "--checkpoint", ckpt, "--out", tmp_path / "m.json")
+    ckpt = shutil.copy(finished_run / "checkpoint.pt", tmp_path / "checkpoint.pt")
+    out = tmp_path / "scores" / "m.json"
+    r = cli("eval", "--dataroot", smoke_world.dataroot, "--checkpoint", ckpt, "--out", out)
     assert r.exit_code == 0, r.output
-    metrics = json.loads((tmp_path / "m.json").read_text())
+    metrics = json.loads(out.read_text())
     stored = read_checkpoint(ckpt)["metrics"]  # the run's last evaluation, on the same val samples
     for key in ("mAP", "NDS", "mATE"):
         assert metrics[key] == pytest.approx(stored[key], abs=1e-6)
-    assert (tmp_path / f"eval_{smoke_world.val_split}").is_dir()
+    # The devkit's files go beside --out, not beside the checkpoint (which may be a shipped one).
+    assert (out.parent / f"eval_{smoke_world.val_split}" / "metrics.json").is_file()
+    assert not (tmp_path / f"eval_{smoke_world.val_split}").exists()
 
 
 def test_eval_of_a_file_that_is_no_checkpoint_is_one_line(smoke_world, tmp_path):
