@@ -14,16 +14,13 @@ from typing import Any
 
 import numpy as np
 from nuscenes import NuScenes
+from nuscenes.eval.common.utils import angle_diff, quaternion_yaw
 from pyquaternion import Quaternion
 
 from distillbev.eval.fake_predictions import gt_boxes_of_sample
 
 #: Classes whose heading is left alone (no yaw, or a yaw only modulo pi).
 UNTURNED = frozenset({"traffic_cone", "barrier"})
-
-
-def _yaw(rotation: list[float]) -> float:
-    return float(Quaternion(rotation).yaw_pitch_roll[0])
 
 
 def turn_headings_to_gt(
@@ -33,24 +30,26 @@ def turn_headings_to_gt(
     ``(matched, turned)`` of predictions with a same-class GT centre within ``dist_th`` m."""
     out = copy.deepcopy(results)
     matched = turned = 0
+    half_turn = Quaternion(axis=[0.0, 0.0, 1.0], angle=np.pi)
     for token, preds in out["results"].items():
-        gts = gt_boxes_of_sample(nusc, token)
+        gt: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # class -> (centres (K, 2), yaws (K,))
+        boxes = gt_boxes_of_sample(nusc, token)
+        for name in {g["detection_name"] for g in boxes}:
+            of_class = [g for g in boxes if g["detection_name"] == name]
+            centres = np.array([g["translation"][:2] for g in of_class])
+            yaws = np.array([quaternion_yaw(Quaternion(g["rotation"])) for g in of_class])
+            gt[name] = (centres, yaws)
         for p in preds:
-            name = p["detection_name"]
-            if name in UNTURNED:
+            if p["detection_name"] in UNTURNED or p["detection_name"] not in gt:
                 continue
-            cand = [g for g in gts if g["detection_name"] == name]
-            if not cand:
-                continue
-            centres = np.array([g["translation"][:2] for g in cand])
+            centres, yaws = gt[p["detection_name"]]
             d = np.linalg.norm(centres - np.asarray(p["translation"][:2]), axis=1)
             i = int(np.argmin(d))
             if d[i] >= dist_th:
                 continue
             matched += 1
-            diff = np.remainder(_yaw(p["rotation"]) - _yaw(cand[i]["rotation"]) + np.pi, 2 * np.pi) - np.pi
-            if abs(diff) > np.pi / 2:
+            q = Quaternion(p["rotation"])
+            if abs(angle_diff(quaternion_yaw(q), yaws[i], 2 * np.pi)) > np.pi / 2:
                 turned += 1
-                q = Quaternion(axis=[0.0, 0.0, 1.0], angle=np.pi) * Quaternion(p["rotation"])
-                p["rotation"] = [float(v) for v in q.elements]
+                p["rotation"] = [float(v) for v in (half_turn * q).elements]
     return out, matched, turned

@@ -9,6 +9,8 @@ cell ``(floor(u / s), floor(v / s))``.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -53,6 +55,36 @@ def box_corners(boxes: torch.Tensor) -> torch.Tensor:
     return torch.stack([x, y, local[..., 2]], -1) + boxes[:, None, :3]
 
 
+@dataclass(frozen=True)
+class ProjectedBoxes:
+    """Boxes of one sample seen through its ``N`` cameras (``project_boxes``)."""
+
+    centre: torch.Tensor  # (N, M, 2) augmented-image pixel of each box centre
+    depth: torch.Tensor  # (N, M) centre depth along each camera axis
+    seen: torch.Tensor  # (N, M) centre >= min_depth in front and inside the image
+    lo: torch.Tensor  # (N, M, 2) projected 2D extent: the 8 corners (those in front), clipped to the
+    hi: torch.Tensor  # image, always containing the centre pixel
+
+
+def project_boxes(
+    boxes: torch.Tensor, cams: tuple[torch.Tensor, ...], image_hw: tuple[int, int], min_depth: float
+) -> ProjectedBoxes:
+    """Project ``boxes`` (M, >=7) through ``cams`` = (intrinsics, cam2lidar, post_rot, post_tran) of one
+    sample's cameras: centres, depths, visibility and 2D extents (``center_heatmaps``'s rules)."""
+    img_h, img_w = image_hw
+    pts = torch.cat([boxes[:, None, :3], box_corners(boxes)], 1)  # (M, 9, 3): centre + corners
+    uv, z = to_image(pts, *cams)  # (N, M, 9, 2), (N, M, 9)
+    u, v = uv[..., 0, 0], uv[..., 0, 1]  # (N, M) centre pixels
+    seen = (z[..., 0] >= min_depth) & (u >= 0) & (u < img_w) & (v >= 0) & (v < img_h)
+    front = z[..., 1:] > 1e-3  # corners in front of the camera (behind: extent from the centre only)
+    big = torch.tensor(float("inf"), device=uv.device)
+    lo = torch.where(front[..., None], uv[..., 1:, :], big).amin(2)  # (N, M, 2)
+    hi = torch.where(front[..., None], uv[..., 1:, :], -big).amax(2)
+    lo = torch.minimum(lo.clamp(min=0), uv[..., 0, :])
+    hi = torch.maximum(hi.clamp(max=torch.tensor([img_w, img_h], device=uv.device)), uv[..., 0, :])
+    return ProjectedBoxes(uv[..., 0, :], z[..., 0], seen, lo, hi)
+
+
 def center_heatmaps(
     batch: Batch,
     image_hw: tuple[int, int],
@@ -76,20 +108,12 @@ def center_heatmaps(
         if len(boxes) == 0:
             continue
         cams = (batch.intrinsics[i], batch.cam2lidar[i], batch.post_rot[i], batch.post_tran[i])
-        pts = torch.cat([boxes[:, None, :3], box_corners(boxes)], 1)  # (M, 9, 3): centre + corners
-        uv, z = to_image(pts, *cams)  # (N, M, 9, 2), (N, M, 9)
-        u, v = uv[..., 0, 0], uv[..., 0, 1]  # (N, M) centre pixels
-        seen = (z[..., 0] >= min_depth) & (u >= 0) & (u < img_w) & (v >= 0) & (v < img_h)
-        front = z[..., 1:] > 1e-3  # corners in front of the camera (behind: extent from the centre only)
-        big = torch.tensor(float("inf"), device=uv.device)
-        lo = torch.where(front[..., None], uv[..., 1:, :], big).amin(2)  # (N, M, 2)
-        hi = torch.where(front[..., None], uv[..., 1:, :], -big).amax(2)
-        lo = torch.minimum(lo.clamp(min=0), uv[..., 0, :])
-        hi = torch.maximum(hi.clamp(max=torch.tensor([img_w, img_h], device=uv.device)), uv[..., 0, :])
-        size = (hi - lo) / stride  # (N, M, 2) extent in cells
+        proj = project_boxes(boxes, cams, image_hw, min_depth)
+        u, v = proj.centre[..., 0], proj.centre[..., 1]  # (N, M)
+        size = (proj.hi - proj.lo) / stride  # (N, M, 2) extent in cells
         radius = gaussian_radius(size[..., 0].clamp(min=1e-3), size[..., 1].clamp(min=1e-3))
         radius = radius.floor().long().clamp(min=min_radius)
-        cam, obj = seen.nonzero(as_tuple=True)
+        cam, obj = proj.seen.nonzero(as_tuple=True)
         if len(cam) == 0:
             continue
         cells = torch.stack([(u[cam, obj] / stride).floor(), (v[cam, obj] / stride).floor()], 1).long()

@@ -24,7 +24,7 @@ from typing import Literal
 import torch
 
 from distillbev.data.batch import Batch
-from distillbev.models.image_aux import box_corners, to_image
+from distillbev.models.image_aux import project_boxes
 from distillbev.models.lss import CameraGeometry, DepthBins, create_frustum, frustum_to_lidar
 from distillbev.structures import CLASS_NAMES
 
@@ -82,8 +82,7 @@ def heading_targets(
     clipped to the image), so that all the pixels the lift spreads over the box carry its heading.
     Where boxes share a cell, the nearer one's heading.
     """
-    img_h, img_w = image_hw
-    h, w = img_h // stride, img_w // stride
+    h, w = image_hw[0] // stride, image_hw[1] // stride
     b, n = batch.intrinsics.shape[:2]
     device = batch.intrinsics.device
     target = torch.zeros(b, n, 2, h, w, device=device)
@@ -96,36 +95,32 @@ def heading_targets(
         if len(boxes) == 0:
             continue
         cams = (batch.intrinsics[i], batch.cam2lidar[i], batch.post_rot[i], batch.post_tran[i])
-        pts = torch.cat([boxes[:, None, :3], box_corners(boxes)], 1)  # (M, 9, 3): centre + corners
-        uv, z = to_image(pts, *cams)  # (N, M, 9, 2), (N, M, 9)
-        u, v = uv[..., 0, 0], uv[..., 0, 1]  # (N, M) centre pixels
-        seen = (z[..., 0] >= min_depth) & (u >= 0) & (u < img_w) & (v >= 0) & (v < img_h)
+        proj = project_boxes(boxes, cams, image_hw, min_depth)
+        u, v = proj.centre[..., 0], proj.centre[..., 1]  # (N, M)
         origin = batch.cam2lidar[i][:, :2, 3]  # (N, 2) camera centres
         to_box = boxes[None, :, :2] - origin[:, None]  # (N, M, 2)
         phi = torch.atan2(to_box[..., 1], to_box[..., 0])
         alpha = hand[i][:, None] * (boxes[None, :, 6] - phi)  # (N, M)
-        cam, obj = seen.nonzero(as_tuple=True)
+        cam, obj = proj.seen.nonzero(as_tuple=True)
         if len(cam) == 0:
             continue
-        order = torch.argsort(z[cam, obj, 0])  # nearest first
+        order = torch.argsort(proj.depth[cam, obj])  # nearest first
         cam, obj = cam[order], obj[order]
         a = alpha[cam, obj]
         if region == "box":
-            front = z[cam, obj, 1:] > 1e-3  # (P, 8) corners in front of the camera
-            corners = uv[cam, obj, 1:]  # (P, 8, 2)
-            big = torch.tensor(float("inf"), device=device)
-            lo = torch.where(front[..., None], corners, big).amin(1).clamp(min=0)
-            hi = torch.where(front[..., None], corners, -big).amax(1)
-            lo = torch.minimum(lo, uv[cam, obj, 0])  # (P, 2), the centre always inside
-            hi = torch.maximum(hi, uv[cam, obj, 0])
+            lo, hi = proj.lo[cam, obj], proj.hi[cam, obj]  # (P, 2)
             c0, r0 = (lo / stride).floor().long().unbind(1)
             c1 = (hi[:, 0] / stride).floor().long().clamp(max=w - 1)
             r1 = (hi[:, 1] / stride).floor().long().clamp(max=h - 1)
             for k in reversed(range(len(cam))):  # farthest first: nearer boxes paint over them
-                sl = (i, int(cam[k]), slice(None), slice(int(r0[k]), int(r1[k]) + 1))
-                cols = slice(int(c0[k]), int(c1[k]) + 1)
-                target[sl + (cols,)] = torch.stack([a[k].sin(), a[k].cos()])[:, None, None]
-                mask[i, int(cam[k]), int(r0[k]) : int(r1[k]) + 1, cols] = True
+                c, rows, cols = (
+                    int(cam[k]),
+                    slice(int(r0[k]), int(r1[k]) + 1),
+                    slice(int(c0[k]), int(c1[k]) + 1),
+                )
+                target[i, c, 0, rows, cols] = a[k].sin()
+                target[i, c, 1, rows, cols] = a[k].cos()
+                mask[i, c, rows, cols] = True
             continue
         col = (u[cam, obj] / stride).floor().long()
         row = (v[cam, obj] / stride).floor().long()
