@@ -14,6 +14,7 @@ Each (cell, seed) run lives in ``PLAN_DIR/<cell>/seed<k>``, a plain ``distillbev
 from __future__ import annotations
 
 import fnmatch
+import hashlib
 import json
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -244,8 +245,7 @@ def plan_runs(spec: PlanSpec, cells: list[Cell]) -> list[Run]:
     runs = []
     for seed in range(spec.seeds):
         for cell in ordered:
-            student = spec.student_preset(cell.student)
-            files = [student] + ([CONFIGS / "distill" / f"{cell.distill}.yaml"] if cell.distill else [])
+            files = cell_files(spec, cell)
             teacher = spec.teachers.get(cell.teacher) if cell.teacher else None
             blocked = ""
             missing = [str(f) for f in files if not f.is_file()]
@@ -270,8 +270,27 @@ def plan_runs(spec: PlanSpec, cells: list[Cell]) -> list[Run]:
     return runs
 
 
+def cell_files(spec: PlanSpec, cell: Cell) -> list[Path]:
+    """The preset files a cell's runs train from: the student's, then the distill preset's if any."""
+    distill = [CONFIGS / "distill" / f"{cell.distill}.yaml"] if cell.distill else []
+    return [spec.student_preset(cell.student), *distill]
+
+
+def preset_sha256(files: list[Path]) -> str | None:
+    """One sha256 over the contents of a cell's preset files (None when one is missing): a baseline
+    borrowed from another plan (``--baselines-from``) must have trained from the same presets."""
+    digest = hashlib.sha256()
+    for f in files:
+        if not Path(f).is_file():
+            return None
+        digest.update(Path(f).read_bytes())
+        digest.update(b"\0")
+    return digest.hexdigest()
+
+
 def plan_document(spec: PlanSpec, cells: list[Cell], tables: list[Table]) -> dict[str, Any]:
-    """``plan.json``: the whole grid (not only the selected cells), the teachers and the overrides."""
+    """``plan.json``: the whole grid (not only the selected cells), the teachers, the overrides and a
+    sha256 of each cell's preset files."""
     return {
         "format": "distillbev-plan-v1",
         "scale": spec.scale,
@@ -282,6 +301,7 @@ def plan_document(spec: PlanSpec, cells: list[Cell], tables: list[Table]) -> dic
         **({"baselines_from": str(Path(spec.baselines_from).resolve())} if spec.baselines_from else {}),
         "cells": [asdict(c) for c in cells],
         "tables": [asdict(t) for t in tables],
+        "presets": {c.name: preset_sha256(cell_files(spec, c)) for c in cells},
     }
 
 

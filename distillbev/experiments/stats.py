@@ -86,6 +86,17 @@ def borrow_baselines(
         theirs_cell = other.get("cells", {}).get(name)
         if c["teacher"] is not None or out.get(name) or not theirs_cell or not theirs_cell.get("seeds"):
             continue
+        mine_sha, theirs_sha = plan.get("presets", {}).get(name), theirs_cell.get("preset_sha256")
+        if mine_sha is not None and theirs_sha != mine_sha:
+            why = (
+                "records no sha256 of its presets (written before plans recorded them)"
+                if theirs_sha is None
+                else "ran from other contents of its preset files"
+            )
+            raise ValueError(
+                f"--baselines-from {source}: its {name} {why}, so its seeds may be other trainings than "
+                "this plan's baselines; train the baselines here instead"
+            )
         out[name] = {int(k): dict(v) for k, v in theirs_cell["seeds"].items()}
         borrowed.append(name)
     return out, borrowed
@@ -111,6 +122,8 @@ def build_results(
             "seeds": {str(k): per_seed[k] for k in sorted(per_seed)},
             "stats": {m: summarize(v[m] for v in per_seed.values()) for m in METRICS},
         }
+        if plan.get("presets", {}).get(c["name"]):
+            cells[c["name"]]["preset_sha256"] = plan["presets"][c["name"]]
     for entry in cells.values():
         base = cells.get(f"{entry['student']}-none")
         entry["gain"] = (
@@ -163,6 +176,7 @@ def merge_results(docs: list[dict[str, Any]], sources: list[str]) -> dict[str, A
     origin: dict[tuple[str, int], str] = {}
     tables = list(first["tables"])
     teachers: dict[str, Any] = {}
+    presets: dict[str, tuple[str, str]] = {}  # cell -> (sha256 of its presets, the plan it came from)
     for doc, src in zip(docs, sources, strict=True):
         for t in doc["tables"]:
             if all(t["key"] != u["key"] for u in tables):
@@ -174,6 +188,13 @@ def merge_results(docs: list[dict[str, Any]], sources: list[str]) -> dict[str, A
                 name,
                 {"name": name, **{k: cell[k] for k in ("student", "teacher", "distill", "groups")}},
             )
+            sha = cell.get("preset_sha256")
+            if sha is not None and cell["seeds"]:
+                if presets.setdefault(name, (sha, src))[0] != sha:
+                    raise ValueError(
+                        f"{name} ran from other preset files in {presets[name][1]} than in {src}: "
+                        "not one plan"
+                    )
             for s, m in cell["seeds"].items():
                 have = seeds.setdefault(name, {}).get(int(s))
                 if have is not None and have != m:
@@ -187,6 +208,7 @@ def merge_results(docs: list[dict[str, Any]], sources: list[str]) -> dict[str, A
         "scale": first.get("scale"),
         "overrides": first.get("overrides", []),
         "cells": list(meta.values()),
+        "presets": {name: sha for name, (sha, _) in presets.items()},
     }
     borrowed = [d["baselines_from"] for d in docs if d.get("baselines_from")]
     baselines_from = (

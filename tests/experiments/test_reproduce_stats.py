@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 
 import pytest
@@ -153,3 +154,45 @@ def test_baselines_borrowed_from_a_plan_that_differs_only_in_distill_overrides()
         borrow_baselines(plan, own, longer, "plans/b")
     with pytest.raises(ValueError, match="not a distillbev reproduce results.json"):
         borrow_baselines(plan, own, {"cells": {}}, "plans/c")
+
+
+def test_baselines_are_borrowed_only_from_the_same_preset_files():
+    from distillbev.experiments.stats import borrow_baselines
+
+    def doc_with(presets: dict) -> dict:
+        return build_results(_plan() | {"presets": presets}, {"bevdet-none": {0: metrics(0.2, 0.3)}}, {})
+
+    plan = _plan() | {"presets": {"bevdet-none": "aa"}}
+    other = doc_with({"bevdet-none": "aa"})
+    assert other["cells"]["bevdet-none"]["preset_sha256"] == "aa"
+    seeds, cells = borrow_baselines(plan, {}, other, "plans/a")
+    assert cells == ["bevdet-none"] and seeds["bevdet-none"] == {0: metrics(0.2, 0.3)}
+    with pytest.raises(ValueError, match="plans/b: its bevdet-none ran from other contents of its preset"):
+        borrow_baselines(plan, {}, doc_with({"bevdet-none": "bb"}), "plans/b")
+    with pytest.raises(ValueError, match="plans/c: its bevdet-none records no sha256 of its presets"):
+        borrow_baselines(plan, {}, doc_with({}), "plans/c")
+    # split plans of one grid merge only when each cell ran from the same presets
+    a = doc_with({"bevdet-none": "aa"})
+    b = doc_with({"bevdet-none": "bb"})
+    assert merge_results([a, a], ["a", "a2"])["cells"]["bevdet-none"]["preset_sha256"] == "aa"
+    with pytest.raises(ValueError, match="bevdet-none ran from other preset files in a than in b"):
+        merge_results([a, b], ["a", "b"])
+
+
+def test_plan_document_fingerprints_each_cells_preset_files(tmp_path):
+    from distillbev.experiments.plan import PlanSpec, cell_files, plan_document, preset_sha256
+
+    student, distill = tmp_path / "s.yaml", tmp_path / "d.yaml"
+    student.write_text("model: student\n")
+    distill.write_text("distill: {}\n")
+    expected = hashlib.sha256(b"model: student\n\0distill: {}\n\0").hexdigest()
+    assert preset_sha256([student, distill]) == expected
+    assert preset_sha256([student, tmp_path / "gone.yaml"]) is None
+    spec = PlanSpec(out=tmp_path / "plan")
+    cells, tables = build_grid(("bevdet",))
+    doc = plan_document(spec, cells, tables)
+    base = next(c for c in cells if c.name == "bevdet-none")
+    assert doc["presets"]["bevdet-none"] == preset_sha256(cell_files(spec, base))
+    distilled = next(c for c in cells if c.distill)
+    assert len(cell_files(spec, distilled)) == 2
+    assert doc["presets"][distilled.name] != doc["presets"]["bevdet-none"]
