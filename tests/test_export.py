@@ -63,7 +63,10 @@ def _checkpoint(cfg: RunConfig, path: Path, seed: int = 0) -> nn.Module:
     ],
 )
 def test_onnx_matches_pytorch(name, extra, smoke_world, tmp_path):
-    over = [f"data.dataroot={smoke_world.dataroot}", *STUDENT_SMOKE, *extra]
+    # The untrained model's heatmap is nearly flat: far down the presets' 500 boxes (past ~380 here) its
+    # scores tie within the export's 1e-4 tolerance, so which tail boxes survive NMS is not defined;
+    # the boxes are compared at CenterPoint's 83 (the maps themselves are compared in full below).
+    over = [f"data.dataroot={smoke_world.dataroot}", *STUDENT_SMOKE, "student.head.max_per_task=83", *extra]
     cfg = load_config(RunConfig, [ROOT / f"configs/student/{name}.yaml"], over)
     model = _checkpoint(cfg, tmp_path / "checkpoint.pt")
     out = tmp_path / "student.onnx"
