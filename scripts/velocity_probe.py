@@ -18,7 +18,6 @@ from pathlib import Path
 import torch
 
 from distillbev.data.collate import collate
-from distillbev.models.heads import REG_BRANCHES
 from distillbev.train.checkpoint import load_model
 from distillbev.train.data import make_dataset
 
@@ -39,11 +38,9 @@ def main() -> None:
     with torch.no_grad():
         preds = model.head(model.forward_bev(batch)["H"])
     targets = model.head.build_targets(batch.gt_boxes, batch.gt_labels)
-    names = [n for n, _ in REG_BRANCHES]
     speed_t, speed_p = [], []
     for t, pred in enumerate(preds):
-        box = torch.cat([pred[n] for n in names], 1).flatten(2).transpose(1, 2)  # (B, H*W, 10)
-        at = box.gather(1, targets.indices[t][..., None].expand(-1, -1, box.shape[-1]))
+        at = model.head.boxes_at(pred, targets.indices[t])  # (B, M, 10), the targets' columns
         mask = targets.masks[t].bool()
         speed_t.append(targets.box_targets[t][..., 8:10][mask].norm(dim=-1))
         speed_p.append(at[..., 8:10][mask].norm(dim=-1) * model.head.cfg.velocity_scale)

@@ -220,17 +220,21 @@ class CenterHead(nn.Module):
             target = targets.heatmaps[t]
             num_pos = max(float(target.eq(1).sum()), 1.0)
             heat_total = heat_total + gaussian_focal_loss(clip_sigmoid(pred["heatmap"]), target) / num_pos
-            box_pred = torch.cat([pred[name] for name, _ in REG_BRANCHES], 1).float()  # (B, 10, H, W)
-            box_pred = box_pred.flatten(2).transpose(1, 2)  # (B, H*W, 10)
-            gathered = box_pred.gather(
-                1, targets.indices[t][..., None].expand(-1, -1, CODE_SIZE)
-            )  # (B, M, 10)
+            gathered = self.boxes_at(pred, targets.indices[t])  # (B, M, 10)
             mask = targets.masks[t].float()  # (B, M)
             weight = mask[..., None] * code_weights  # (B, M, 10)
             diff = gathered - targets.box_targets[t] * target_scale
             l1 = (diff.abs() * weight).sum() / (mask.sum() + 1e-4)
             box_total = box_total + self.cfg.box_loss_weight * l1
         return {"heatmap": heat_total, "box": box_total}
+
+    @staticmethod
+    def boxes_at(pred: dict[str, torch.Tensor], indices: torch.Tensor) -> torch.Tensor:
+        """(B, M, 10) regression branches of one task's ``pred`` (in ``REG_BRANCHES`` order, the box
+        targets' columns) at the flat cells ``indices`` (B, M) of ``HeadTargets.indices``."""
+        box_pred = torch.cat([pred[name] for name, _ in REG_BRANCHES], 1).float()  # (B, 10, H, W)
+        box_pred = box_pred.flatten(2).transpose(1, 2)  # (B, H*W, 10)
+        return box_pred.gather(1, indices[..., None].expand(-1, -1, CODE_SIZE))
 
     # ---------------------------------------------------------------------------------------- inference
     def score_map(self, preds: list[dict[str, torch.Tensor]]) -> torch.Tensor:
