@@ -122,8 +122,8 @@ def build_results(
             "seeds": {str(k): per_seed[k] for k in sorted(per_seed)},
             "stats": {m: summarize(v[m] for v in per_seed.values()) for m in METRICS},
         }
-        if plan.get("presets", {}).get(c["name"]):
-            cells[c["name"]]["preset_sha256"] = plan["presets"][c["name"]]
+        if sha := plan.get("presets", {}).get(c["name"]):
+            cells[c["name"]]["preset_sha256"] = sha
     for entry in cells.values():
         base = cells.get(f"{entry['student']}-none")
         entry["gain"] = (
