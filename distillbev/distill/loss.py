@@ -85,9 +85,23 @@ class DistillLoss(nn.Module):
                     f"DistillLoss: layer {layer}: grid shape {grids[layer].shape} != teacher map {th}x{tw}"
                 )
             self.grids[layer] = grids[layer]
-            adapters[layer] = build_adapter(
-                student_channels[layer], teacher_channels[layer], th // sh, align_corners=cfg.align_corners
-            )
+            if layer == "S":
+                # The head's shared map: the student's own map is imitated, so that the task branches
+                # (inherited from the teacher) read what they were trained on.
+                if student_channels[layer] != teacher_channels[layer] or (sh, sw) != (th, tw):
+                    raise ValueError(
+                        f"DistillLoss: layer S (the head's shared map) is imitated without an adapter, so "
+                        f"both heads need the same share_channels and grid: student "
+                        f"{student_channels[layer]}x{sh}x{sw}, teacher {teacher_channels[layer]}x{th}x{tw}"
+                    )
+                adapters[layer] = nn.Identity()
+            else:
+                adapters[layer] = build_adapter(
+                    student_channels[layer],
+                    teacher_channels[layer],
+                    th // sh,
+                    align_corners=cfg.align_corners,
+                )
             if cfg.use_attention:
                 convs[layer] = build_attention_conv(cfg.attention_conv_init)
         self.adapters = nn.ModuleDict(adapters)

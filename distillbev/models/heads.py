@@ -174,11 +174,18 @@ class CenterHead(nn.Module):
 
     def forward(self, x: torch.Tensor) -> list[dict[str, torch.Tensor]]:
         """``x`` (B, C, H, W) on ``grid`` -> per task {"heatmap", "reg", "height", "dim", "rot", "vel"}."""
+        return self.forward_shared(self.shared_map(x))
+
+    def shared_map(self, x: torch.Tensor) -> torch.Tensor:
+        """The shared 3x3 conv's output ``(B, share_channels, H, W)``: what every task branch reads."""
         if tuple(x.shape[-2:]) != self.grid.shape:
             raise ValueError(
                 f"CenterHead: input map is {tuple(x.shape[-2:])} but the head grid is {self.grid.shape}"
             )
-        shared = self.shared_conv(x)  # (B, share_channels, H, W)
+        return self.shared_conv(x)
+
+    def forward_shared(self, shared: torch.Tensor) -> list[dict[str, torch.Tensor]]:
+        """The task branches on the shared map (``shared_map``'s output)."""
         return [head(shared) for head in self.task_heads]
 
     # ----------------------------------------------------------------------------------------- training
