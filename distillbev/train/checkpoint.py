@@ -10,6 +10,7 @@ from __future__ import annotations
 import random
 import subprocess
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -177,6 +178,8 @@ def load_model(
     cfg = checkpoint_config(blob, path)
     if overrides:
         cfg = load_config(RunConfig, [], list(overrides), base=cfg)
-    model = build_model(cfg)
+    # The checkpoint holds every weight: the pretrained image weights the run started from are not
+    # read again (their file may be on another machine); the returned config still names them.
+    model = build_model(replace(cfg, student=replace(cfg.student, pretrained="", image_pretrained="")))
     load_state_strict(model, blob["model"], f"checkpoint {path}")
     return model, cfg, blob

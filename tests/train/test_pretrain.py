@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from dataclasses import replace
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from distillbev.models.image_encoder import build_image_encoder
 from distillbev.models.image_heading import heading_loss, heading_targets
 from distillbev.models.image_pretrain import FORMAT, ImagePretrainNet, read_image_encoder
 from distillbev.models.students import build_student
+from distillbev.train.checkpoint import load_model, save_checkpoint
 from distillbev.train.config import RunConfig
 from distillbev.train.pretrain import (
     CHECKPOINT,
@@ -131,6 +133,25 @@ def test_student_loads_pretrained_encoder(smoke_world, pretrained):
     assert any(not torch.equal(state[k], blob["backbone"][k]) for k in state if k.endswith("weight"))
     state = scratch.neck.state_dict()
     assert any(not torch.equal(state[k], blob["neck"][k]) for k in state if k.endswith("weight"))
+
+
+def test_student_checkpoint_loads_after_its_encoder_file_is_gone(smoke_world, pretrained, tmp_path):
+    """A trained student's checkpoint holds every weight: loading it elsewhere (the encoder file it
+    started from moved or deleted) gives its own weights, and the config still names the file."""
+    out, _ = pretrained
+    moved = tmp_path / "encoder.pt"
+    shutil.copy(out / CHECKPOINT, moved)
+    cfg = _config(smoke_world, f"student.image_pretrained={moved}")
+    student = build_student(cfg.student)
+    with torch.no_grad():
+        for p in student.backbone.parameters():
+            p.add_(0.5)  # "trained": differs from the encoder file
+    save_checkpoint(tmp_path / "student.pt", student, cfg, step=1, epoch=1)
+    moved.unlink()
+    model, loaded_cfg, _ = load_model(tmp_path / "student.pt")
+    assert loaded_cfg.student.image_pretrained == str(moved)
+    mine, theirs = model.state_dict(), student.state_dict()
+    assert mine.keys() == theirs.keys() and all(torch.equal(mine[k], theirs[k]) for k in mine)
 
 
 @pytest.mark.parametrize(
