@@ -22,9 +22,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-#: The paper's taps and "S", the head's shared map (the map the inherited task branches read; imitated
+#: The paper's taps and "HS", the head's shared map (the map the inherited task branches read; imitated
 #: without an adapter, docs/method.md "The shared-map tap").
-LAYER_NAMES: tuple[str, ...] = ("B0", "B1", "B2", "H", "S")
+LAYER_NAMES: tuple[str, ...] = ("B0", "B1", "B2", "H", "HS")
 #: Fields that must be >= 0.
 NON_NEGATIVE_FIELDS = (
     "w_fg",
@@ -41,7 +41,7 @@ NON_NEGATIVE_FIELDS = (
 class DistillConfig:
     """Distillation loss settings (weights are dimensionless multipliers of the loss terms)."""
 
-    # Distilled taps, paper names: "B0", "B1", "B2" = BEV-encoder stages, "H" = pre-head map; "S" = the
+    # Distilled taps, paper names: "B0", "B1", "B2" = BEV-encoder stages, "H" = pre-head map; "HS" = the
     # head's shared map (not in the paper; no adapter: the student's own map is compared).
     layers: tuple[str, ...] = ("B1", "B2", "H")
     # Region weights (released scripts): foreground, background, false-positive, L1 attention term.

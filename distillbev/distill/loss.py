@@ -85,12 +85,12 @@ class DistillLoss(nn.Module):
                     f"DistillLoss: layer {layer}: grid shape {grids[layer].shape} != teacher map {th}x{tw}"
                 )
             self.grids[layer] = grids[layer]
-            if layer == "S":
+            if layer == "HS":
                 # The head's shared map: the student's own map is imitated, so that the task branches
                 # (inherited from the teacher) read what they were trained on.
                 if student_channels[layer] != teacher_channels[layer] or (sh, sw) != (th, tw):
                     raise ValueError(
-                        f"DistillLoss: layer S (the head's shared map) is imitated without an adapter, so "
+                        f"DistillLoss: layer HS (the head's shared map) is imitated without an adapter, so "
                         f"both heads need the same share_channels and grid: student "
                         f"{student_channels[layer]}x{sh}x{sw}, teacher {teacher_channels[layer]}x{th}x{tw}"
                     )

@@ -2,7 +2,7 @@
 
 ``forward_bev(batch)`` returns the BEV taps by the paper's names (``"B0"``, ``"B1"``, ``"B2"``: the
 three stages of the BEV encoder; ``"H"``: the pre-head map) and may add auxiliary entries (e.g.
-``"depth_logits"`` for BEVDepth). ``forward_head(taps)`` runs the CenterHead (and adds ``"S"``, the
+``"depth_logits"`` for BEVDepth). ``forward_head(taps)`` runs the CenterHead (and adds ``"HS"``, the
 head's shared map, to the taps); ``loss`` returns the
 named training losses; ``predict`` decodes detections in the batch's (augmented) LiDAR frame.
 Distillation never reaches into a model: it only reads the taps.
@@ -37,11 +37,11 @@ class BEVDetector(nn.Module):
         raise NotImplementedError
 
     def forward_head(self, taps: dict[str, torch.Tensor]) -> list[dict[str, torch.Tensor]]:
-        """CenterHead outputs per task group. Adds the head's shared map to ``taps`` as ``"S"`` (the map
+        """CenterHead outputs per task group. Adds the head's shared map to ``taps`` as ``"HS"`` (the map
         every task branch reads; a distillation tap beside the paper's four, docs/method.md)."""
-        if "S" not in taps:
-            taps["S"] = self.head.shared_map(taps["H"])
-        return self.head.forward_shared(taps["S"])
+        if "HS" not in taps:
+            taps["HS"] = self.head.shared_map(taps["H"])
+        return self.head.forward_shared(taps["HS"])
 
     def loss(
         self, batch: Batch, taps: dict[str, torch.Tensor], preds: list[dict[str, torch.Tensor]]

@@ -74,7 +74,7 @@ def build_distillation(cfg: RunConfig, student: nn.Module, teacher: nn.Module) -
     with torch.no_grad():
         s_taps = student.forward_bev(batch)
         t_taps = teacher.forward_bev(batch)
-        student.forward_head(s_taps)  # adds "S", the head's shared map
+        student.forward_head(s_taps)  # adds "HS", the head's shared map
         teacher.forward_head(t_taps)
     student.train(was)
     for name in cfg.distill.layers:

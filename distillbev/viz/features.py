@@ -104,6 +104,7 @@ def render_masks(teacher: Path, student: Path, out: Path, index: int, distill_cf
         m.eval()
     with torch.no_grad():
         s_taps = s_model.forward_bev(batch)
+        s_model.forward_head(s_taps)  # adds "HS", the head's shared map
         t_taps, t_score, gt_score = teacher_outputs(t_model, s_model.head, batch)  # as in training
         maps = dl.masks_for_viz(s_taps, t_taps, batch.gt_boxes, t_score, gt_score)
         adapted = {n: dl.adapted_pair(n, s_taps, t_taps)[0] for n in maps}

@@ -215,6 +215,26 @@ def test_every_switch_off_is_plain_mse(plain_weight):
         assert out[f"kd_plain_{n}"].item() == pytest.approx(ref.item(), rel=1e-6)
 
 
+def test_head_shared_map_is_imitated_without_an_adapter():
+    """HS (the head's shared map): no parameters, the student's own map against the teacher's, so the
+    plain term is the MSE of the raw maps; other widths or grids are refused, naming share_channels."""
+    torch.manual_seed(0)
+    cfg = replace(ALL_OFF, layers=("HS",))
+    loss = DistillLoss(cfg, {"HS": 6}, {"HS": 6}, {"HS": (16, 16)}, {"HS": (16, 16)}, {"HS": GRID})
+    assert not list(loss.parameters())
+    s = torch.randn(2, 6, 16, 16, requires_grad=True)
+    t = torch.randn(2, 6, 16, 16)
+    out = loss({"HS": s}, {"HS": t}, [torch.zeros(0, 9)] * 2)
+    assert out["kd_plain_HS"].item() == pytest.approx(((s - t) ** 2).mean().item(), rel=1e-6)
+    out["kd_plain_HS"].backward()
+    torch.testing.assert_close(s.grad, 2 * (s - t).detach() / s.numel())
+    assert loss({"HS": t}, {"HS": t}, [torch.zeros(0, 9)] * 2)["kd_plain_HS"].item() == 0.0
+    with pytest.raises(ValueError, match="share_channels"):
+        DistillLoss(cfg, {"HS": 8}, {"HS": 6}, {"HS": (16, 16)}, {"HS": (16, 16)}, {"HS": GRID})
+    with pytest.raises(ValueError, match="layer HS"):
+        DistillLoss(cfg, {"HS": 6}, {"HS": 6}, {"HS": (8, 8)}, {"HS": (16, 16)}, {"HS": GRID})
+
+
 def test_gradients_reach_student_and_adapters_never_the_teacher():
     torch.manual_seed(0)
     cfg = DistillConfig()

@@ -232,7 +232,7 @@ def test_builds_runs_and_trains_every_parameter(temporal):
         "B1": (2, 16, 16, 16),
         "B2": (2, 32, 8, 8),
         "H": (2, 16, 32, 32),
-        "S": (2, cfg.head.share_channels, 32, 32),  # the head's shared map, added by forward_head
+        "HS": (2, cfg.head.share_channels, 32, 32),  # the head's shared map, added by forward_head
     }
     assert set(losses) == {"heatmap", "box"} and all(torch.isfinite(v) for v in losses.values())
     zero = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]

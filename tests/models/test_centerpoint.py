@@ -89,7 +89,7 @@ def test_taps_shapes_and_every_parameter_gets_a_gradient(voxelization):
     batch = _batch(b=1)  # one object per task: an L1 bias gradient cannot cancel between objects
     taps, preds = model(batch)
     expected = {"B0": (1, 8, 32, 32), "B1": (1, 16, 16, 16), "B2": (1, 32, 8, 8), "H": (1, 24, 32, 32)}
-    expected["S"] = (1, model.head.cfg.share_channels, 32, 32)  # the head's shared map (forward_head)
+    expected["HS"] = (1, model.head.cfg.share_channels, 32, 32)  # the head's shared map (forward_head)
     assert {k: tuple(v.shape) for k, v in taps.items()} == expected
     assert all(torch.isfinite(v).all() for v in taps.values())
     assert model.head.grid.shape == (32, 32) and model.head.grid.cell == pytest.approx(3.2)

@@ -78,9 +78,11 @@ def test_wrong_checkpoint_is_refused(teacher_ckpt, tmp_path):
         read_checkpoint(bad)
 
 
-def test_distillation_trains_student_and_adapters_not_teacher(smoke_world, teacher_ckpt, tmp_path):
+@pytest.mark.parametrize("head_tap", ["H", "HS"])
+def test_distillation_trains_student_and_adapters_not_teacher(smoke_world, teacher_ckpt, tmp_path, head_tap):
     files = [ROOT / "configs/student/bevdepth.yaml", ROOT / "configs/distill/full.yaml"]
-    cfg = load_config(RunConfig, files, [*_world(smoke_world), *SMOKE, *STUDENT_SMOKE])
+    layers = [f"distill.layers=[B1,B2,{head_tap}]", f"distill.fp_layers=[{head_tap}]"]
+    cfg = load_config(RunConfig, files, [*_world(smoke_world), *SMOKE, *STUDENT_SMOKE, *layers])
     teacher, t_cfg, _ = load_model(teacher_ckpt)
     cfg = replace(
         cfg, data=replace(cfg.data, reader=replace(cfg.data.reader, num_sweeps=t_cfg.data.reader.num_sweeps))
@@ -95,7 +97,7 @@ def test_distillation_trains_student_and_adapters_not_teacher(smoke_world, teach
     assert any(not torch.equal(v, student.state_dict()[k]) for k, v in s_before.items())
     assert any(not torch.equal(v, dl.state_dict()[k]) for k, v in a_before.items())
     log = (tmp_path / "log.jsonl").read_text()
-    assert "kd_fg_H" in log and "kd_fp_H" in log and "kd_bg_B1" in log
+    assert f'"loss/kd_fg_{head_tap}"' in log and f'"loss/kd_fp_{head_tap}"' in log and "kd_bg_B1" in log
     # The distilled checkpoint loads into the plain student (adapters are stored apart).
     plain = build_model(replace(cfg, distill=type(cfg.distill)()))
     load_state_strict(plain, read_checkpoint(tmp_path / "checkpoint.pt")["model"], "distilled checkpoint")
