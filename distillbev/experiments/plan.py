@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from distillbev.config import ConfigError, read_yaml, to_dict
-from distillbev.paths import CONFIGS
+from distillbev.paths import CONFIGS, ROOT
 
 TEACHERS = ("centerpoint", "mvp")
 TEACHER_NAMES = {None: "none", "centerpoint": "CenterPoint", "mvp": "MVP"}
@@ -276,8 +276,30 @@ def cell_files(spec: PlanSpec, cell: Cell) -> list[Path]:
     return [spec.student_preset(cell.student), *distill]
 
 
+#: Preset keys that name a weights file the runs start from: its bytes are part of the fingerprint.
+WEIGHT_KEYS: tuple[tuple[str, str], ...] = (("student", "image_pretrained"), ("student", "pretrained"))
+
+
+def named_weights(preset: Path) -> list[Path | None]:
+    """The weights files a preset names under ``WEIGHT_KEYS`` (a relative path is looked up from the
+    working directory, then from the repository root, as the students load it); None for a named file
+    that is not there."""
+    data = read_yaml(preset)
+    found: list[Path | None] = []
+    for section, key in WEIGHT_KEYS:
+        value = (data.get(section) or {}).get(key) if isinstance(data.get(section), dict) else None
+        if not value:
+            continue
+        path = Path(value)
+        if not path.is_file() and not path.is_absolute() and (ROOT / path).is_file():
+            path = ROOT / path
+        found.append(path if path.is_file() else None)
+    return found
+
+
 def preset_sha256(files: list[Path]) -> str | None:
-    """One sha256 over the contents of a cell's preset files (None when one is missing): a baseline
+    """One sha256 over the contents of a cell's preset files and of the weights files they name
+    (``named_weights``, e.g. the pretrained image encoder); None when one is missing. A baseline
     borrowed from another plan (``--baselines-from``) must have trained from the same presets."""
     digest = hashlib.sha256()
     for f in files:
@@ -285,6 +307,11 @@ def preset_sha256(files: list[Path]) -> str | None:
             return None
         digest.update(Path(f).read_bytes())
         digest.update(b"\0")
+        for weights in named_weights(Path(f)):
+            if weights is None:
+                return None
+            digest.update(weights.read_bytes())
+            digest.update(b"\0")
     return digest.hexdigest()
 
 

@@ -179,6 +179,24 @@ def test_baselines_are_borrowed_only_from_the_same_preset_files():
         merge_results([a, b], ["a", "b"])
 
 
+def test_fingerprint_covers_the_weights_a_preset_names(tmp_path):
+    """The image encoder a preset starts from is part of its fingerprint: new weights under the same
+    preset text are another preset; a named file that is gone gives no fingerprint."""
+    from distillbev.experiments.plan import named_weights, preset_sha256
+
+    encoder = tmp_path / "encoder.pt"
+    encoder.write_bytes(b"weights v1")
+    student = tmp_path / "s.yaml"
+    student.write_text(f"model: bevdepth\nstudent:\n  image_pretrained: {encoder}\n")
+    assert named_weights(student) == [encoder]
+    expected = hashlib.sha256(student.read_bytes() + b"\0" + b"weights v1" + b"\0").hexdigest()
+    assert preset_sha256([student]) == expected
+    encoder.write_bytes(b"weights v2")
+    assert preset_sha256([student]) not in (None, expected)
+    encoder.unlink()
+    assert named_weights(student) == [None] and preset_sha256([student]) is None
+
+
 def test_plan_document_fingerprints_each_cells_preset_files(tmp_path):
     from distillbev.experiments.plan import PlanSpec, cell_files, plan_document, preset_sha256
 
