@@ -144,6 +144,15 @@ def ensure_world(preset: str, out: Path, seed: int, overwrite: bool = False) -> 
     return out
 
 
+#: Config keys that ``score_checkpoint`` takes from its own arguments (the ``eval`` options naming them).
+SCORING_KEYS = {
+    "data.dataroot": "give --dataroot",
+    "data.version": "give --version",
+    "data.val_split": "give --split",
+    "data.max_val_samples": "the whole split is always scored",
+}
+
+
 def score_checkpoint(
     checkpoint: Path,
     dataroot: Path,
@@ -169,9 +178,15 @@ def score_checkpoint(
     check_writable(out_dir, folder=True)
     if out is not None:
         check_writable(out)
+    for item in overrides:
+        key = item.split("=", 1)[0].strip()
+        if key in SCORING_KEYS:
+            raise ValueError(f"eval: --set {key} is not taken ({SCORING_KEYS[key]})")
     model, cfg, _ = load_model(checkpoint, overrides=overrides)
-    cfg = replace(cfg, data=replace(cfg.data, dataroot=str(dataroot), version=version, val_split=split))
-    metrics = evaluate_model(model, cfg, out_dir)
+    # The whole split is scored: a training run's data.max_val_samples (a smoke setting) would leave the
+    # samples after it unanswered, and the devkit would count their objects as misses.
+    data = replace(cfg.data, dataroot=str(dataroot), version=version, val_split=split, max_val_samples=0)
+    metrics = evaluate_model(model, replace(cfg, data=data), out_dir)
     if out is not None:
         write_json(out, metrics)
     return metrics

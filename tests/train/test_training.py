@@ -130,3 +130,30 @@ def test_resume_reproduces_uninterrupted_run(smoke_world, tmp_path):
     train(cfg, tmp_path / "half", resumed, resume=tmp_path / "half" / "checkpoint.pt")
     for k, v in full.state_dict().items():
         torch.testing.assert_close(resumed.state_dict()[k], v, rtol=1e-4, atol=1e-5)
+
+
+def test_eval_scores_the_whole_split_and_refuses_data_overrides(
+    smoke_world, teacher_ckpt, tmp_path, monkeypatch
+):
+    """`distillbev eval --checkpoint` runs every sample of the split, whatever data.max_val_samples the
+    run trained with (2 here); --set of a key the command sets itself is an error naming its option."""
+    import distillbev.train.run as run_module
+    from distillbev.workflows import score_checkpoint
+
+    seen = {}
+
+    def fake_evaluate(model, cfg, out_dir, max_samples=None):
+        seen["data"] = cfg.data
+        return {"mAP": 0.0}
+
+    monkeypatch.setattr(run_module, "evaluate_model", fake_evaluate)
+    assert load_model(teacher_ckpt)[1].data.max_val_samples == 2
+    score_checkpoint(teacher_ckpt, smoke_world.dataroot, "", "", None, [], tmp_path / "eval")
+    assert seen["data"].max_val_samples == 0 and seen["data"].dataroot == str(smoke_world.dataroot)
+    for key, option in (
+        ("data.val_split", "--split"),
+        ("data.dataroot", "--dataroot"),
+        ("data.max_val_samples", "whole"),
+    ):
+        with pytest.raises(ValueError, match=option):
+            score_checkpoint(teacher_ckpt, smoke_world.dataroot, "", "", None, [f"{key}=1"], tmp_path / "e2")
