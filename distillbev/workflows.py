@@ -175,13 +175,13 @@ def score_checkpoint(
         version, split = resolve_dataset(Path(dataroot), version, split)
     if out_dir is None:  # a shipped checkpoint's folder (checkpoints/) is not written to when out is given
         out_dir = (Path(out).parent if out is not None else Path(checkpoint).parent) / f"eval_{split}"
-    check_writable(out_dir, folder=True)
-    if out is not None:
-        check_writable(out)
     for item in overrides:
         key = item.split("=", 1)[0].strip()
         if key in SCORING_KEYS:
             raise ValueError(f"eval: --set {key} is not taken ({SCORING_KEYS[key]})")
+    check_writable(out_dir, folder=True)
+    if out is not None:
+        check_writable(out)
     model, cfg, _ = load_model(checkpoint, overrides=overrides)
     # The whole split is scored: a training run's data.max_val_samples (a smoke setting) would leave the
     # samples after it unanswered, and the devkit would count their objects as misses.

@@ -157,3 +157,4 @@ def test_eval_scores_the_whole_split_and_refuses_data_overrides(
     ):
         with pytest.raises(ValueError, match=option):
             score_checkpoint(teacher_ckpt, smoke_world.dataroot, "", "", None, [f"{key}=1"], tmp_path / "e2")
+        assert not (tmp_path / "e2").exists()  # refused before anything is written
