@@ -1,10 +1,12 @@
-"""Commands that read a checkpoint: ``eval --checkpoint`` scores it as training did, ``train --init-from``
-loads its weights strictly and refuses one that does not fit, before any output is written."""
+"""Commands that read a checkpoint: ``eval --checkpoint`` scores the whole split as training scored its
+samples, ``train --init-from`` loads its weights strictly and refuses one that does not fit, before any
+output is written."""
 
 from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -14,15 +16,36 @@ import distillbev.train.loop
 from distillbev.train.checkpoint import read_checkpoint
 
 
-def test_eval_checkpoint_reproduces_the_metrics_of_the_training_run(smoke_world, finished_run, tmp_path):
+def _answered(results: Path) -> int:
+    """How many samples of a result file have at least one box."""
+    return sum(1 for boxes in json.loads(results.read_text())["results"].values() if boxes)
+
+
+def test_eval_checkpoint_scores_the_whole_split_as_training_scores_its_samples(
+    smoke_world, finished_run, tmp_path
+):
+    """The run evaluated its first ``data.max_val_samples`` (2) val samples; ``eval --checkpoint``
+    predicts the whole split, and on those first samples its boxes are the training run's."""
     ckpt = shutil.copy(finished_run / "checkpoint.pt", tmp_path / "checkpoint.pt")
     out = tmp_path / "scores" / "m.json"
     r = cli("eval", "--dataroot", smoke_world.dataroot, "--checkpoint", ckpt, "--out", out)
     assert r.exit_code == 0, r.output
-    metrics = json.loads(out.read_text())
-    stored = read_checkpoint(ckpt)["metrics"]  # the run's last evaluation, on the same val samples
-    for key in ("mAP", "NDS", "mATE"):
-        assert metrics[key] == pytest.approx(stored[key], abs=1e-6)
+    epoch = read_checkpoint(ckpt)["epoch"]
+    trained = json.loads((finished_run / f"eval_epoch{epoch}" / "results.json").read_text())["results"]
+    scored_file = out.parent / f"eval_{smoke_world.val_split}" / "results.json"
+    scored = json.loads(scored_file.read_text())["results"]
+    assert trained.keys() == scored.keys()  # every split token is in both files
+    firsts = [t for t, boxes in trained.items() if boxes]
+    assert 0 < len(firsts) <= 2 < _answered(scored_file)
+    for token in firsts:  # the same boxes (an untrained head's tied scores may list them in another order)
+        assert len(scored[token]) == len(trained[token])
+        for b in trained[token]:
+            assert any(
+                abs(a["detection_score"] - b["detection_score"]) < 1e-5
+                and a["translation"] == pytest.approx(b["translation"], abs=1e-3)
+                for a in scored[token]
+            ), b
+    assert json.loads(out.read_text())["mAP"] >= 0.0
     # The devkit's files go beside --out, not beside the checkpoint (which may be a shipped one).
     assert (out.parent / f"eval_{smoke_world.val_split}" / "metrics.json").is_file()
     assert not (tmp_path / f"eval_{smoke_world.val_split}").exists()
