@@ -14,7 +14,8 @@ channel-summed squared error of the adapted student map ``G`` against the teache
 With ``use_region_split`` off the regions collapse into one uniform imitation,
 ``kd_plain = plain_weight * mean_{b,c,i,j} (G - F_T)^2 [* P]``: with every switch off this is exactly
 ``plain_weight * F.mse_loss(G, F_T)`` (FitNets-style hint loss; the released ``distill_type='all'``).
-Every term is finally multiplied by ``loss_weight`` and by the warm-up ramp.
+Every term is finally multiplied by ``loss_weight`` and by ``ramp(step)`` (the warm-up, and 0 from
+``stop_step`` on: imitation as a warm start).
 """
 
 from __future__ import annotations
@@ -85,6 +86,9 @@ class DistillConfig:
     # Linear ramp of all distillation terms over the first warmup_steps optimiser steps (0 = none,
     # as released). Factor = min(1, step / warmup_steps).
     warmup_steps: int = 0
+    # Imitation as a warm start: from optimiser step stop_step on every distillation term is 0 and the
+    # teacher is not run (0 = imitate throughout, as released). The adapters keep their weights.
+    stop_step: int = 0
     loss_weight: float = 1.0  # global multiplier of every distillation term
     # Weight of the uniform imitation (use_region_split off): plain_weight * mean squared error over
     # (B, C, H, W). 1.0 = the FitNets hint loss; per unit of per-channel error this is much weaker than
@@ -114,6 +118,13 @@ class DistillConfig:
             raise ValueError(f"distill.attention_temperature: must be > 0, got {self.attention_temperature}")
         if self.warmup_steps < 0:
             raise ValueError(f"distill.warmup_steps: must be >= 0, got {self.warmup_steps}")
+        if self.stop_step < 0:
+            raise ValueError(f"distill.stop_step: must be >= 0 (0 = never stop), got {self.stop_step}")
+        if self.stop_step and self.warmup_steps >= self.stop_step:
+            raise ValueError(
+                f"distill.stop_step ({self.stop_step}) must come after distill.warmup_steps "
+                f"({self.warmup_steps}): the imitation would stop before it is fully on"
+            )
 
     def validate(self) -> None:
         """Cross-field checks, run when the loss is built (``--set`` overrides are applied one at a time,
@@ -133,8 +144,15 @@ class DistillConfig:
         """Whether the false-positive region is used on ``layer``."""
         return self.use_false_positive_region and layer in self.fp_layers
 
+    def active(self, step: int) -> bool:
+        """Whether the distillation terms count at optimiser step ``step`` (False from ``stop_step`` on)."""
+        return self.stop_step == 0 or step < self.stop_step
+
     def ramp(self, step: int) -> float:
-        """Warm-up factor of the distillation terms at optimiser step ``step`` (linear, then 1)."""
+        """Factor of the distillation terms at optimiser step ``step``: linear warm-up, then 1, then 0
+        from ``stop_step`` on."""
+        if not self.active(step):
+            return 0.0
         if self.warmup_steps == 0:
             return 1.0
         return min(1.0, max(step, 0) / self.warmup_steps)

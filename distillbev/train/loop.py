@@ -80,9 +80,12 @@ class Trainable(nn.Module):
         """Named losses of ``batch``; ``teacher_out`` (from ``teacher_outputs``) when distilling."""
         taps, preds = self.model(batch)
         losses = self.model.loss(batch, taps, preds)
-        if self.distill is not None:
+        if self.distill is not None and teacher_out is not None:
             t_taps, t_score, gt_score = teacher_out
             losses |= self.distill(taps, t_taps, batch.gt_boxes, t_score, gt_score, step=step)
+        elif self.distill is not None:  # past distill.stop_step: no imitation, the teacher is not run
+            # A zero that touches every adapter weight, so that DDP sees each parameter used.
+            losses["kd_stopped"] = sum(p.sum() for p in self.distill.parameters()) * 0.0
         return losses
 
 
@@ -161,7 +164,8 @@ def train(
             # Accumulation steps skip DDP's all-reduce; the update step's backward reduces the sum.
             with nullcontext() if update or ddp is trainee else ddp.no_sync():
                 with _autocast(cfg, device):
-                    t_out = teacher_outputs(teacher, model.head, batch) if teacher is not None else None
+                    distilling = teacher is not None and distill_loss.cfg.active(step)
+                    t_out = teacher_outputs(teacher, model.head, batch) if distilling else None
                     losses = ddp(batch, t_out, step)
                 loss = sum(losses.values())
                 if not torch.isfinite(loss):

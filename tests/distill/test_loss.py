@@ -272,6 +272,26 @@ def test_warmup_ramps_linearly_and_loss_weight_scales():
     assert total(10, doubled) == pytest.approx(2 * full, rel=1e-6)
 
 
+def test_stop_step_turns_the_imitation_off_after_the_warm_up():
+    torch.manual_seed(0)
+    cfg = DistillConfig(layers=("H",), warmup_steps=4, stop_step=10)
+    loss = make_loss(cfg)
+    student, teacher, boxes, t_score, gt_score = inputs()
+
+    def total(step):
+        return sum(loss(student, teacher, boxes, t_score, gt_score, step=step).values()).item()
+
+    full = total(9)
+    assert full > 0 and total(2) == pytest.approx(0.5 * full, rel=1e-6)
+    assert total(10) == 0.0 and total(500) == 0.0
+    assert [cfg.active(s) for s in (0, 9, 10, 11)] == [True, True, False, False]
+    assert DistillConfig().active(10**6)  # 0 = imitate throughout
+    with pytest.raises(ValueError, match="stop_step"):
+        DistillConfig(stop_step=-1)
+    with pytest.raises(ValueError, match="must come after distill.warmup_steps"):
+        DistillConfig(warmup_steps=10, stop_step=10)
+
+
 def test_components_switch_their_terms():
     student, teacher, boxes, t_score, gt_score = inputs()
     base = DistillConfig(

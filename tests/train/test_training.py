@@ -108,6 +108,34 @@ def test_distillation_trains_student_and_adapters_not_teacher(smoke_world, teach
     assert png.stat().st_size > 5000
 
 
+def test_imitation_as_warm_start_stops_running_the_teacher(smoke_world, teacher_ckpt, tmp_path):
+    import json
+
+    files = [ROOT / "configs/student/bevdepth.yaml", ROOT / "configs/distill/full.yaml"]
+    # 4 samples, batch 2, 2 epochs: 4 optimiser steps; imitation for the first 2.
+    over = [*_world(smoke_world), *SMOKE, *STUDENT_SMOKE, "optim.epochs=2", "distill.stop_step=2"]
+    cfg = load_config(RunConfig, files, over)
+    teacher, t_cfg, _ = load_model(teacher_ckpt)
+    cfg = replace(
+        cfg, data=replace(cfg.data, reader=replace(cfg.data.reader, num_sweeps=t_cfg.data.reader.num_sweeps))
+    )
+    student = build_model(cfg)
+    dl = build_distillation(cfg, student, teacher)
+    calls = []
+    forward_bev = teacher.forward_bev
+    teacher.forward_bev = lambda batch: calls.append(1) or forward_bev(batch)
+    train(cfg, tmp_path, student, teacher, dl)
+    assert len(calls) == 2  # one teacher forward per imitated batch, none after stop_step
+    rows = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    rows = {r["step"]: r for r in rows if "loss/total" in r}
+    assert sorted(rows) == [1, 2, 3, 4]
+    for step in (1, 2):
+        assert rows[step]["loss/kd_fg_B1"] > 0 and "loss/kd_stopped" not in rows[step]
+    for step in (3, 4):
+        assert rows[step]["loss/kd_stopped"] == 0.0
+        assert not any(k.startswith("loss/kd_fg") for k in rows[step])
+
+
 def test_resume_reproduces_uninterrupted_run(smoke_world, tmp_path):
     over = [
         *_world(smoke_world),
