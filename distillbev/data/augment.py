@@ -101,14 +101,17 @@ def post_matrices(aug: ImageAug) -> tuple[np.ndarray, np.ndarray]:
 
 def bev_matrix(cfg: BEVAugConfig, rng: np.random.Generator) -> np.ndarray:
     """Draw the BEV augmentation ``M`` (4, 4) = flip_x @ flip_y @ (s R_theta): rotation U(-rotate, rotate)
-    about z, scale U(scale), then a y-flip (y -> -y) and an x-flip (x -> -x), each with p = 0.5."""
+    about z, scale U(scale), then a y-flip (y -> -y) and an x-flip (x -> -x), each with p = 0.5; with
+    ``flip_together`` one coin decides both (a half turn, handedness kept)."""
     theta = rng.uniform(-cfg.rotate, cfg.rotate)
     s = rng.uniform(*cfg.scale)
     c, si = math.cos(theta), math.sin(theta)
     m = np.eye(4)
     m[:3, :3] = s * np.array([[c, -si, 0.0], [si, c, 0.0], [0.0, 0.0, 1.0]])
-    if rng.random() < 0.5 and cfg.flip_y:
+    coin_y = rng.random() < 0.5
+    coin_x = coin_y if cfg.flip_together else rng.random() < 0.5
+    if coin_y and cfg.flip_y:
         m = np.diag([1.0, -1.0, 1.0, 1.0]) @ m
-    if rng.random() < 0.5 and cfg.flip_x:
+    if coin_x and cfg.flip_x:
         m = np.diag([-1.0, 1.0, 1.0, 1.0]) @ m
     return m

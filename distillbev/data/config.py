@@ -35,12 +35,19 @@ class BEVAugConfig:
     scale: tuple[float, float] = (0.95, 1.05)
     flip_x: bool = True  # p = 0.5 each
     flip_y: bool = True
+    # One coin for both flips: x and y flip together or not at all, a half turn, which keeps the scene's
+    # handedness (which side of the road traffic keeps to). Independent flips mirror it half of the time,
+    # and a mirrored scene holds no rule for the front/back of a vehicle from where it drives
+    # (docs/architectures.md, "BEV augmentation and handedness"). Needs flip_x and flip_y.
+    flip_together: bool = False
 
     def __post_init__(self) -> None:
         if not 0 < self.scale[0] <= self.scale[1]:
             raise ValueError(f"scale must be (low, high) with 0 < low <= high, got {self.scale}")
         if self.rotate < 0:
             raise ValueError(f"rotate must be >= 0, got {self.rotate}")
+        if self.flip_together and not (self.flip_x and self.flip_y):
+            raise ValueError("flip_together needs flip_x and flip_y both true (it flips both at once)")
 
 
 @dataclass(frozen=True)

@@ -183,3 +183,36 @@ def test_depth_map_keeps_the_nearest_point_per_pixel():
     expect = np.zeros((12, 16), np.float32)
     expect[3, 5], expect[2, 6] = 3.0, 2.0
     np.testing.assert_array_equal(d, expect)
+
+
+def test_flip_together_keeps_handedness():
+    """One coin for both flips: every draw is a proper transform (det > 0, a right-hand-traffic scene
+    stays right-hand), half of them a half turn; independent flips mirror about half of the draws."""
+    rng = np.random.default_rng(3)
+    cfg = BEVAugConfig(rotate=0.0, scale=(1.0, 1.0), flip_together=True)
+    dets, half_turns = [], 0
+    for _ in range(400):
+        m = bev_matrix(cfg, rng)
+        dets.append(np.linalg.det(m[:3, :3]))
+        half_turns += bool(np.allclose(m, np.diag([-1.0, -1.0, 1.0, 1.0])))
+    assert min(dets) > 0
+    assert 160 < half_turns < 240
+    # An oncoming car on the ego's left (y = 3, yaw pi, 5 m/s towards -x) has the road's centre line (the
+    # x axis) on its own left: right-hand traffic. A half turn keeps that; a single flip mirrors it.
+    car = np.array([[10.0, 3.0, 0.0, 4.5, 1.9, 1.6, math.pi, -5.0, 0.0]])
+
+    def centre_on_left(box: np.ndarray) -> bool:
+        left = np.array([-math.sin(box[6]), math.cos(box[6])])  # the car's left, from its heading
+        return float(left @ np.array([0.0, -box[1]])) > 0
+
+    turned = transform_boxes(car, np.diag([-1.0, -1.0, 1.0, 1.0]))[0]
+    np.testing.assert_allclose(turned[[0, 1, 7, 8]], [-10.0, -3.0, 5.0, 0.0], atol=1e-12)
+    assert centre_on_left(car[0]) and centre_on_left(turned)
+    assert not centre_on_left(transform_boxes(car, np.diag([1.0, -1.0, 1.0, 1.0]))[0])
+    mirrored = sum(
+        np.linalg.det(bev_matrix(BEVAugConfig(rotate=0.0, scale=(1.0, 1.0)), rng)[:3, :3]) < 0
+        for _ in range(400)
+    )
+    assert 160 < mirrored < 240
+    with pytest.raises(ValueError, match="flip_together"):
+        BEVAugConfig(flip_x=False, flip_together=True)
