@@ -14,6 +14,7 @@ from pathlib import Path
 
 from distillbev.data.index import load_index
 from distillbev.data.traffic_side import side_table
+from distillbev.eval.motion import MOVING_SPEED
 
 
 def main() -> None:
@@ -26,7 +27,7 @@ def main() -> None:
     args = ap.parse_args()
     index = load_index(args.dataroot, args.version, args.split, max_sweeps=0)
     for name in args.classes:
-        for motion, lo, hi in (("moving", 0.5, None), ("static", None, 0.5)):
+        for motion, lo, hi in (("moving", MOVING_SPEED, None), ("static", None, MOVING_SPEED)):
             rows = side_table(
                 index.boxes, index.labels, name, min_speed=lo, max_speed=hi, min_count=args.min_count
             )
