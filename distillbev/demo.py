@@ -44,13 +44,15 @@ STUDENTS = {
 DISTILL_CFG = CONFIGS / "distill" / "full.yaml"
 #: The demo's student schedule per scale when ``--epochs`` is not given (0 = the preset's). At tiny scale
 #: the two students train side by side on one core each; the distilled one also runs the teacher, and
-#: 8 epochs (1,120 steps) is what keeps the whole demo under an hour on 2 cores (README, "Demo").
+#: 8 epochs (1,120 steps) is what keeps the whole demo under an hour on 2 cores (README, "What the demo
+#: does").
 #: ``distillbev train`` / ``reproduce`` keep the presets' 12.
 DEMO_EPOCHS = {"tiny": 8, "smoke": 0}
 #: The distilled student's imitation-loss weight (``distill.loss_weight``) per scale when ``--kd-weight``
 #: is not given. configs/distill/full.yaml keeps the paper's 1.0, which is in units of the official
 #: teacher's features; against this project's tiny teacher it makes imitation ~3x the student's task
-#: loss and costs 0.030 mAP, while 0.1 gains 0.021 mAP (3 seeds each, README "The loss weight").
+#: loss and costs 0.030 mAP, while at 0.1 imitation neither gains nor costs beyond the seed noise once both
+#: sides have the teacher's head (3 seeds each; docs/results/overview.md, "The loss weight").
 DEMO_KD_WEIGHT = {"tiny": 0.1, "smoke": 0.1}
 PRETRAIN_CFG = CONFIGS / "pretrain" / "tiny.yaml"
 _STEP = re.compile(r"(?:step |\| *)(\d+)/(\d+)")  # the loop's "step N/M" lines and tqdm's "| N/M" bars
@@ -71,7 +73,7 @@ class DemoPlan:
     student: str = "bevdepth"  # which camera student (STUDENTS)
     kd_weight: float | None = None  # distilled student's distill.loss_weight (None: DEMO_KD_WEIGHT)
     # the distilled student starts from the teacher's head task branches (the official recipe); off:
-    # the two students differ only by the imitation loss (README, "Head inheritance and the imitation loss")
+    # the two students differ only by the imitation loss (docs/results/overview.md, "Head inheritance")
     inherit_head: bool = True
     times: dict[str, float] = field(default_factory=dict)
 

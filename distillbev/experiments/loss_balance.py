@@ -3,7 +3,7 @@
 Reads a run folder's ``log.jsonl`` (one row per logged step, ``loss/<term>`` scalars) and averages each
 term over equal phases of training. The imitation terms are the ``loss/kd_*`` ones; the task terms are
 every other ``loss/*`` term but ``loss/total``. Used to see whether distillation's loss dominates the
-detection and depth losses (README, "Distillation on the `small` world").
+detection and depth losses (docs/results/overview.md, "Distillation").
 """
 
 from __future__ import annotations
