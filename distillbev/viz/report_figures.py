@@ -118,7 +118,10 @@ def training_curves(logs: dict[str, tuple[str, list[dict[str, Any]]]]) -> bytes:
     for ax in (ax_det, ax_kd, ax_val):
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=8)
+            ax.legend(fontsize=8, loc="best")  # where it covers the fewest points (one per run is common)
+    if ax_val.lines:  # headroom above the points, so that the legend has a place that covers none
+        lo, hi = ax_val.get_ylim()
+        ax_val.set_ylim(lo, hi + 0.6 * (hi - lo))
     if not ax_kd.lines:
         ax_kd.text(0.5, 0.5, "no distilled run", ha="center", va="center", transform=ax_kd.transAxes)
     fig.tight_layout()
@@ -183,8 +186,11 @@ def bev_comparison(
     return png_bytes(fig, dpi=100)
 
 
-def _bars(ax: Any, groups: Sequence[str], runs: dict[str, tuple[str, list[float | None]]]) -> None:
-    """Grouped bars: one group per entry of ``groups``, one bar per run (None = no value, no bar)."""
+def _bars(
+    ax: Any, groups: Sequence[str], runs: dict[str, tuple[str, list[float | None]]], one_row: bool = True
+) -> None:
+    """Grouped bars: one group per entry of ``groups``, one bar per run (None = no value, no bar); the
+    legend in one row at the top centre (``one_row``, a wide axes) or one column at the top right."""
     width = 0.8 / max(len(runs), 1)
     x = np.arange(len(groups))
     for i, (role, (label, values)) in enumerate(runs.items()):
@@ -196,7 +202,10 @@ def _bars(ax: Any, groups: Sequence[str], runs: dict[str, tuple[str, list[float 
                 ax.text(p, v + 0.005, f"{v:.2f}", ha="center", va="bottom", fontsize=6.5, rotation=90)
     ax.set_xticks(x, groups, rotation=25, ha="right")
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=8)
+    if one_row:  # above the bars, in the headroom of the callers' ylim
+        ax.legend(fontsize=8, loc="upper center", ncols=len(runs))
+    else:
+        ax.legend(fontsize=8, loc="upper right")
 
 
 def per_class_ap(runs: dict[str, tuple[str, dict[str, Any]]]) -> bytes:
@@ -208,7 +217,7 @@ def per_class_ap(runs: dict[str, tuple[str, dict[str, Any]]]) -> bytes:
     )
     top = max([m.get(f"AP/{n}") or 0 for _, m in runs.values() for n in CLASS_NAMES] + [0.05])
     ax.set(
-        ylabel="AP", title="AP per class (mean over the 0.5/1/2/4 m match thresholds)", ylim=(0, top * 1.25)
+        ylabel="AP", title="AP per class (mean over the 0.5/1/2/4 m match thresholds)", ylim=(0, top * 1.4)
     )
     fig.tight_layout()
     return png_bytes(fig)
@@ -238,10 +247,12 @@ def per_distance_ap(runs: dict[str, tuple[str, dict[str, Any]]]) -> bytes:
         bins += [b for b in distance_bins(m) if b not in bins]
     fig = _figure(13, 4.2)
     ax, ax_cls = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1, 1.6]})
-    _bars(ax, bins, {r: (lab, [m.get(f"mAP_{b}") for b in bins]) for r, (lab, m) in runs.items()})
+    _bars(
+        ax, bins, {r: (lab, [m.get(f"mAP_{b}") for b in bins]) for r, (lab, m) in runs.items()}, one_row=False
+    )
     top = max([m.get(f"mAP_{b}") or 0 for _, m in runs.values() for b in bins] + [0.05])
     ax.set(
-        ylabel="mAP (classes with GT in the bin)", title="mAP by distance from the ego", ylim=(0, top * 1.3)
+        ylabel="mAP (classes with GT in the bin)", title="mAP by distance from the ego", ylim=(0, top * 1.4)
     )
     if "baseline" in runs and "distilled" in runs:
         grid = _class_bin_grid(runs["distilled"][1], bins) - _class_bin_grid(runs["baseline"][1], bins)
