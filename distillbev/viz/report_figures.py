@@ -202,7 +202,9 @@ def _bars(
                 ax.text(p, v + 0.005, f"{v:.2f}", ha="center", va="bottom", fontsize=6.5, rotation=90)
     ax.set_xticks(x, groups, rotation=25, ha="right")
     ax.grid(axis="y", alpha=0.3)
-    if one_row:  # above the bars, in the headroom of the callers' ylim
+    top = max([v or 0 for _, values in runs.values() for v in values] + [0.05])
+    ax.set_ylim(0, top * 1.4)  # headroom above the bars for their value labels and the legend
+    if one_row:  # above the bars, in the headroom
         ax.legend(fontsize=8, loc="upper center", ncols=len(runs))
     else:
         ax.legend(fontsize=8, loc="upper right")
@@ -215,10 +217,7 @@ def per_class_ap(runs: dict[str, tuple[str, dict[str, Any]]]) -> bytes:
     _bars(
         ax, CLASS_NAMES, {r: (lab, [m.get(f"AP/{n}") for n in CLASS_NAMES]) for r, (lab, m) in runs.items()}
     )
-    top = max([m.get(f"AP/{n}") or 0 for _, m in runs.values() for n in CLASS_NAMES] + [0.05])
-    ax.set(
-        ylabel="AP", title="AP per class (mean over the 0.5/1/2/4 m match thresholds)", ylim=(0, top * 1.4)
-    )
+    ax.set(ylabel="AP", title="AP per class (mean over the 0.5/1/2/4 m match thresholds)")
     fig.tight_layout()
     return png_bytes(fig)
 
@@ -250,10 +249,7 @@ def per_distance_ap(runs: dict[str, tuple[str, dict[str, Any]]]) -> bytes:
     _bars(
         ax, bins, {r: (lab, [m.get(f"mAP_{b}") for b in bins]) for r, (lab, m) in runs.items()}, one_row=False
     )
-    top = max([m.get(f"mAP_{b}") or 0 for _, m in runs.values() for b in bins] + [0.05])
-    ax.set(
-        ylabel="mAP (classes with GT in the bin)", title="mAP by distance from the ego", ylim=(0, top * 1.4)
-    )
+    ax.set(ylabel="mAP (classes with GT in the bin)", title="mAP by distance from the ego")
     if "baseline" in runs and "distilled" in runs:
         grid = _class_bin_grid(runs["distilled"][1], bins) - _class_bin_grid(runs["baseline"][1], bins)
         lim = max(float(np.nanmax(np.abs(grid))) if np.isfinite(grid).any() else 0.0, 0.05)
